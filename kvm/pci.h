@@ -1,0 +1,54 @@
+/*
+ * PCI bus 0 behind a host bridge, configuration mechanism #1 (0xCF8/0xCFC).
+ * Devices are type-0 functions with up to 6 BARs; BARs are assigned addresses
+ * at registration (like firmware would) and are mapped on the MMIO/PIO bus
+ * only while the matching COMMAND bit (MEM/IO) is set, remapped when the guest
+ * moves them.
+ */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kvm/bus.h"
+
+#define PCI_CONF1_BASE 0xcf8
+#define PCI_CONF1_LEN  8
+#define PCI_MAX_DEVS   32
+
+enum pci_bar_kind { PCI_BAR_NONE = 0, PCI_BAR_MEM32, PCI_BAR_MEM64, PCI_BAR_IO };
+
+struct pci_bar {
+    enum pci_bar_kind kind; /* a MEM64 BAR also uses the next BAR slot */
+    uint64_t size;          /* power of two, >= 16 (IO) or 4096 (MEM) */
+    bus_io_fn fn;
+    void *opaque;
+    /* managed by pci.c */
+    uint64_t addr;
+    bool mapped;
+};
+
+struct pci_dev {
+    uint8_t cfg[256];  /* config space; device code fills IDs, class, capabilities */
+    uint8_t wmask[256]; /* bits the guest may write (pci.c sets COMMAND/BAR/INT_LINE) */
+    struct pci_bar bar[6];
+    /* Optional: called after the guest wrote config space (e.g. MSI-X enable). */
+    void (*cfg_written)(struct pci_dev *d, uint32_t off, uint32_t len);
+    void *opaque;
+    /* managed by pci.c */
+    uint8_t slot;
+};
+
+struct pci_bus;
+
+/* MMIO BARs are allocated from [mmio_base, mmio_base+mmio_size), IO BARs from 0xc000. */
+struct pci_bus *pci_bus_new(struct bus *pio, struct bus *mmio, uint64_t mmio_base,
+                            uint64_t mmio_size);
+void pci_bus_free(struct pci_bus *pb);
+/* Puts d in the next free slot (slot 0 is the host bridge). 0 or -errno. */
+int pci_add_device(struct pci_bus *pb, struct pci_dev *d);
+/* bus_io_fn for PCI_CONF1_BASE..+8. */
+void pci_conf1_io(void *pci_bus, uint64_t offset, uint8_t *data, uint32_t len, bool is_write);
+/* Config space accessors used by conf1 and by unit tests (bus 0 only). */
+uint32_t pci_cfg_read(struct pci_bus *pb, uint8_t slot, uint8_t fn, uint32_t off, uint32_t len);
+void pci_cfg_write(struct pci_bus *pb, uint8_t slot, uint8_t fn, uint32_t off, uint32_t len,
+                   uint32_t val);
