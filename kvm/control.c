@@ -1,0 +1,184 @@
+#include "kvm/control.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "kvm/vm.h"
+#include "util/log.h"
+
+int control_default_path(const char *name, char *out, size_t outlen)
+{
+    const char *base = getenv("XDG_RUNTIME_DIR");
+    char dir[80];
+    if (base && *base)
+        snprintf(dir, sizeof(dir), "%s/nvmevm", base);
+    else if (geteuid() == 0)
+        snprintf(dir, sizeof(dir), "/run/nvmevm");
+    else
+        snprintf(dir, sizeof(dir), "/tmp/nvmevm-%u", (unsigned)geteuid());
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return -1;
+    int n = snprintf(out, outlen, "%s/%s.sock", dir, name);
+    return n > 0 && (size_t)n < outlen ? 0 : -1;
+}
+
+void control_open(struct control *c, const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path))
+        die("%s: control socket path too long", path);
+    snprintf(c->path, sizeof(c->path), "%s", path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (c->listen_fd < 0)
+        die_errno("control socket");
+    /* A stale socket from a crashed run is replaced; a live one is refused. */
+    if (connect(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+        die("%s: another nvmevm is already using this control socket (use --name)", path);
+    unlink(path);
+    mode_t old = umask(0177);
+    int r = bind(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (r < 0 || listen(c->listen_fd, 4) < 0)
+        die_errno("%s", path);
+}
+
+void control_close(struct control *c)
+{
+    if (c->listen_fd >= 0) {
+        close(c->listen_fd);
+        unlink(c->path);
+        c->listen_fd = -1;
+    }
+}
+
+/* Extracts the value of "cmd" from a one-line JSON object. */
+static int parse_cmd(const char *line, char *cmd, size_t len)
+{
+    const char *p = strstr(line, "\"cmd\"");
+    if (!p)
+        return -1;
+    p = strchr(p + 5, ':');
+    if (!p)
+        return -1;
+    p = strchr(p, '"');
+    if (!p)
+        return -1;
+    const char *e = strchr(++p, '"');
+    if (!e || (size_t)(e - p) >= len)
+        return -1;
+    memcpy(cmd, p, (size_t)(e - p));
+    cmd[e - p] = '\0';
+    return 0;
+}
+
+static void reply(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    while (n) {
+        ssize_t w = write(fd, s, n);
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+void control_serve_one(struct control *c, struct vm *vm)
+{
+    int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    /* A client that never sends a line must not stall the VMM's main loop. */
+    struct timeval tv = {.tv_sec = 2};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char line[512];
+    size_t n = 0;
+    while (n < sizeof(line) - 1) {
+        ssize_t r = read(fd, line + n, 1);
+        if (r <= 0 || line[n] == '\n')
+            break;
+        n++;
+    }
+    line[n] = '\0';
+    char cmd[32], out[256];
+    if (parse_cmd(line, cmd, sizeof(cmd)) < 0) {
+        reply(fd, "{\"ok\":false,\"error\":\"expected {\\\"cmd\\\":\\\"...\\\"}\"}\n");
+    } else if (strcmp(cmd, "status") == 0) {
+        snprintf(out, sizeof(out),
+                 "{\"ok\":true,\"state\":\"%s\",\"cpus\":%d,\"mem\":%llu,\"pid\":%d}\n",
+                 vm_is_paused(vm) ? "paused" : "running", vm->ncpus,
+                 (unsigned long long)vm->mem.size, (int)getpid());
+        reply(fd, out);
+    } else if (strcmp(cmd, "pause") == 0) {
+        vm_pause(vm);
+        reply(fd, "{\"ok\":true,\"state\":\"paused\"}\n");
+    } else if (strcmp(cmd, "resume") == 0) {
+        vm_resume(vm);
+        reply(fd, "{\"ok\":true,\"state\":\"running\"}\n");
+    } else if (strcmp(cmd, "quit") == 0) {
+        reply(fd, "{\"ok\":true,\"state\":\"stopping\"}\n");
+        vm_request_stop(vm, 0);
+    } else {
+        snprintf(out, sizeof(out), "{\"ok\":false,\"error\":\"unknown command '%s'\"}\n", cmd);
+        reply(fd, out);
+    }
+    close(fd);
+}
+
+int control_client_main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"socket", required_argument, NULL, 's'},
+        {"vm", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
+        {0, 0, 0, 0},
+    };
+    char path[108] = "";
+    int o;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "s:n:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 's':
+            snprintf(path, sizeof(path), "%s", optarg);
+            break;
+        case 'n':
+            if (control_default_path(optarg, path, sizeof(path)) < 0)
+                die("--vm %s: name too long", optarg);
+            break;
+        case 'h':
+            printf("usage: nvmevm ctl [--socket PATH | --vm NAME] status|pause|resume|quit\n");
+            return 0;
+        default:
+            return 2;
+        }
+    }
+    if (optind != argc - 1)
+        die("ctl: expected one command: status, pause, resume or quit");
+    if (!*path)
+        die("ctl: say which VM with --socket PATH or --vm NAME");
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        die_errno("%s", path);
+    char req[96];
+    snprintf(req, sizeof(req), "{\"cmd\":\"%s\"}\n", argv[optind]);
+    reply(fd, req);
+    char buf[512];
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        die("%s: no answer from nvmevm", path);
+    buf[n] = '\0';
+    fputs(buf, stdout);
+    return strstr(buf, "\"ok\":true") ? 0 : 1;
+}

@@ -1,0 +1,328 @@
+/* nvmevm: command line and the main thread's event loop. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "kvm/bzimage.h"
+#include "kvm/console.h"
+#include "kvm/control.h"
+#include "kvm/probe.h"
+#include "kvm/uart.h"
+#include "kvm/vm.h"
+#include "util/log.h"
+#include "util/size.h"
+
+#define DEFAULT_MEM   (512ULL << 20)
+#define MIN_MEM       (4ULL << 20)
+#define MAX_CPUS_OPT  64
+
+static void usage_run(FILE *f)
+{
+    fprintf(f,
+            "usage: nvmevm run [options] [disk.img ...]\n"
+            "\n"
+            "Boots a guest. With no --kernel it boots nvmevm's default Debian Linux guest\n"
+            "(built by guest-images/linux/build.sh into <build>/guest/).\n"
+            "\n"
+            "options:\n"
+            "  --kernel PATH    Linux bzImage (boot protocol 2.12+, 64-bit) or a multiboot\n"
+            "                   image (ELF32 or a.out kludge), e.g. the tiny test guest\n"
+            "  --initrd PATH    initramfs for a Linux kernel\n"
+            "  --append TEXT    kernel command line; nvmevm adds console=ttyS0 and reboot=k\n"
+            "                   unless TEXT sets console= or reboot= itself\n"
+            "  --mem SIZE       guest RAM, with K/M/G suffix (default 512M)\n"
+            "  --cpus N         number of vCPUs, 1..64 (default 1)\n"
+            "  --name NAME      VM name for the control socket (default vm-PID)\n"
+            "  --control PATH   control socket path (default $XDG_RUNTIME_DIR/nvmevm/NAME.sock,\n"
+            "                   /run/nvmevm/NAME.sock as root)\n"
+            "  --no-stdin       do not read the console from stdin\n"
+            "  -h, --help       this text\n"
+            "\n"
+            "Console: the guest's ttyS0 is on stdin/stdout; Ctrl-A x quits, Ctrl-A Ctrl-A\n"
+            "sends Ctrl-A.\n"
+            "Exit status: the guest's, written to I/O port 0x502 (byte v -> status v) or 0x501\n"
+            "(byte v -> status 2v+1, as QEMU's isa-debug-exit); 0 after a guest reset or\n"
+            "reboot; 1 on an nvmevm or KVM error; 128+signal after SIGINT/SIGTERM.\n");
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: nvmevm COMMAND [options]\n"
+               "\n"
+               "commands:\n"
+               "  run      boot a guest (nvmevm run --help)\n"
+               "  ctl      talk to a running nvmevm: status, pause, resume, quit\n"
+               "  probe    tell whether this host's /dev/kvm can run a Linux kernel\n"
+               "  version  print the version\n");
+}
+
+struct run_opts {
+    struct vm_config cfg;
+    const char *name;
+    const char *control;
+    bool read_stdin;
+};
+
+static int parse_cpus(const char *s)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < 1 || v > MAX_CPUS_OPT)
+        die("--cpus %s: expected a number from 1 to %d", s, MAX_CPUS_OPT);
+    return (int)v;
+}
+
+static uint64_t parse_mem(const char *s)
+{
+    uint64_t v;
+    if (parse_size(s, &v) < 0)
+        die("--mem %s: expected a size like 512M or 2G", s);
+    if (v < MIN_MEM)
+        die("--mem %s: too small (at least 4M)", s);
+    struct sysinfo si;
+    if (sysinfo(&si) == 0) {
+        uint64_t host = (uint64_t)si.totalram * si.mem_unit;
+        if (v > host)
+            die("--mem %s: more than this host's %llu MiB of RAM", s,
+                (unsigned long long)(host >> 20));
+    }
+    return v;
+}
+
+/* The default guest sits next to the binary: <build>/guest/{vmlinuz,initrd.img}. */
+static void default_guest(struct vm_config *cfg)
+{
+    static char kernel[PATH_MAX + 32], initrd[PATH_MAX + 32];
+    char exe[PATH_MAX];
+    const char *dir = getenv("NVMEVM_GUEST_DIR");
+    char guest_dir[PATH_MAX + 8];
+    if (dir) {
+        snprintf(guest_dir, sizeof(guest_dir), "%s", dir);
+    } else {
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (n < 0)
+            die_errno("/proc/self/exe");
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = '\0';
+        snprintf(guest_dir, sizeof(guest_dir), "%s/guest", exe);
+    }
+    snprintf(kernel, sizeof(kernel), "%s/vmlinuz", guest_dir);
+    snprintf(initrd, sizeof(initrd), "%s/initrd.img", guest_dir);
+    if (access(kernel, R_OK) < 0)
+        die("no --kernel given and the default guest is not built (%s missing): run "
+            "guest-images/linux/build.sh %s",
+            kernel, guest_dir);
+    cfg->kernel = kernel;
+    if (!cfg->initrd)
+        cfg->initrd = initrd;
+}
+
+static void parse_run(int argc, char **argv, struct run_opts *o)
+{
+    static const struct option opts[] = {
+        {"kernel", required_argument, NULL, 'k'}, {"initrd", required_argument, NULL, 'i'},
+        {"append", required_argument, NULL, 'a'}, {"mem", required_argument, NULL, 'm'},
+        {"cpus", required_argument, NULL, 'c'},   {"name", required_argument, NULL, 'n'},
+        {"control", required_argument, NULL, 'C'}, {"no-stdin", no_argument, NULL, 'S'},
+        {"help", no_argument, NULL, 'h'},         {0, 0, 0, 0},
+    };
+    memset(o, 0, sizeof(*o));
+    o->cfg.mem_size = DEFAULT_MEM;
+    o->cfg.ncpus = 1;
+    o->cfg.console_out_fd = STDOUT_FILENO;
+    o->read_stdin = true;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'k': o->cfg.kernel = optarg; break;
+        case 'i': o->cfg.initrd = optarg; break;
+        case 'a': o->cfg.append = optarg; break;
+        case 'm': o->cfg.mem_size = parse_mem(optarg); break;
+        case 'c': o->cfg.ncpus = parse_cpus(optarg); break;
+        case 'n': o->name = optarg; break;
+        case 'C': o->control = optarg; break;
+        case 'S': o->read_stdin = false; break;
+        case 'h': usage_run(stdout); exit(0);
+        default: usage_run(stderr); exit(2);
+        }
+    }
+    if (optind < argc)
+        die("%s: NVMe disks are not supported yet (the NVMe controller is the next milestone)",
+            argv[optind]);
+    if (!o->cfg.kernel)
+        default_guest(&o->cfg);
+}
+
+/* A Linux kernel on a host that emulates ring 0 would crawl and then fail: say so first. */
+static void warn_if_linux_cannot_run(const char *kernel)
+{
+    FILE *f = fopen(kernel, "rb");
+    if (!f)
+        return;
+    uint8_t hdr[0x270];
+    size_t n = fread(hdr, 1, sizeof(hdr), f);
+    fclose(f);
+    struct bzimage_info info;
+    char err[128], why[256];
+    if (bzimage_parse(hdr, n, &info, err, sizeof(err)) < 0 && n < sizeof(hdr))
+        return;
+    if (n < 0x206 || memcmp(hdr + 0x202, "HdrS", 4) != 0)
+        return;
+    if (probe_linux_capable(why, sizeof(why)) == 0)
+        warn_msg("warning: %s; run Linux guests inside the sandbox: "
+                 "tests/sandbox/run.sh -- nvmevm run ...",
+                 why);
+}
+
+static int signal_fd(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    /* Blocked before any thread starts, so only the signalfd sees them. */
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (fd < 0)
+        die_errno("signalfd");
+    return fd;
+}
+
+static void block_kick_signal(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+/* Reads what the host typed and hands it to the UART; false at EOF or Ctrl-A x. */
+static bool pump_stdin(struct vm *vm, struct console_filter *cf)
+{
+    uint8_t in[256], out[256];
+    size_t room = uart_input_space(vm->uart);
+    if (room == 0)
+        return true;
+    ssize_t n = read(STDIN_FILENO, in, room < sizeof(in) ? room : sizeof(in));
+    if (n < 0)
+        return errno == EINTR || errno == EAGAIN;
+    if (n == 0)
+        return false;
+    bool quit;
+    size_t m = console_filter_input(cf, in, (size_t)n, out, &quit);
+    uart_input(vm->uart, out, m);
+    if (quit)
+        vm_request_stop(vm, 0);
+    return !quit;
+}
+
+static int event_loop(struct vm *vm, struct control *ctl, bool read_stdin)
+{
+    int sfd = signal_fd();
+    struct console_filter cf = {0};
+    bool stdin_open = read_stdin;
+    int status = -1;
+    while (status < 0) {
+        struct pollfd p[4] = {
+            {.fd = vm->stop_efd, .events = POLLIN},
+            {.fd = sfd, .events = POLLIN},
+            {.fd = ctl->listen_fd, .events = POLLIN},
+            {.fd = stdin_open && uart_input_space(vm->uart) ? STDIN_FILENO : -1,
+             .events = POLLIN},
+        };
+        /* While the UART's input queue is full, re-check every 10 ms for room. */
+        int r = poll(p, 4, stdin_open ? 10 : -1);
+        if (r < 0 && errno != EINTR)
+            die_errno("poll");
+        if (p[0].revents & POLLIN)
+            break;
+        if (p[1].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+                vm_request_stop(vm, 128 + (int)si.ssi_signo);
+                break;
+            }
+        }
+        if (p[2].revents & POLLIN)
+            control_serve_one(ctl, vm);
+        if (p[3].revents & (POLLIN | POLLHUP))
+            stdin_open = pump_stdin(vm, &cf);
+    }
+    /* A paused VM must be released so its vCPU threads can see the stop. */
+    vm_resume(vm);
+    close(sfd);
+    return vm_join(vm);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    struct run_opts o;
+    parse_run(argc, argv, &o);
+    warn_if_linux_cannot_run(o.cfg.kernel);
+
+    char name[64], path[108];
+    if (!o.name) {
+        snprintf(name, sizeof(name), "vm-%d", (int)getpid());
+        o.name = name;
+    }
+    if (o.control)
+        snprintf(path, sizeof(path), "%s", o.control);
+    else if (control_default_path(o.name, path, sizeof(path)) < 0)
+        die("cannot create a directory for the control socket of %s", o.name);
+
+    block_kick_signal();
+    struct vm vm;
+    vm_create(&vm, &o.cfg);
+    vm_load_kernel(&vm);
+    struct control ctl;
+    control_open(&ctl, path);
+    if (o.read_stdin)
+        console_raw_mode(STDIN_FILENO);
+    vm_start(&vm);
+    int status = event_loop(&vm, &ctl, o.read_stdin);
+    console_restore();
+    control_close(&ctl);
+    vm_destroy(&vm);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "probe") == 0)
+        return probe_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "ctl") == 0)
+        return control_client_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("nvmevm 0.1.0\n");
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "nvmevm: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,429 @@
+#include "kvm/vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "kvm/bootparams.h"
+#include "kvm/bus.h"
+#include "kvm/bzimage.h"
+#include "kvm/debug_exit.h"
+#include "kvm/i8042.h"
+#include "kvm/layout.h"
+#include "kvm/mptable.h"
+#include "kvm/multiboot.h"
+#include "kvm/pci.h"
+#include "kvm/uart.h"
+#include "kvm/vcpu.h"
+#include "util/log.h"
+
+int kvm_open_dev(void)
+{
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        die_errno("/dev/kvm");
+    int v = ioctl(fd, KVM_GET_API_VERSION, 0);
+    if (v != KVM_API_VERSION)
+        die("/dev/kvm: unsupported KVM API version %d (need %d)", v, KVM_API_VERSION);
+    return fd;
+}
+
+static void require_cap(struct vm *vm, int cap, const char *name)
+{
+    if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, cap) <= 0)
+        die("/dev/kvm: missing required capability %s", name);
+}
+
+static void set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host)
+{
+    struct kvm_userspace_memory_region r = {
+        .slot = slot, .guest_phys_addr = gpa, .memory_size = size,
+        .userspace_addr = (uint64_t)(uintptr_t)host};
+    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+        die_errno("KVM_SET_USER_MEMORY_REGION (slot %u, %llu MiB)", slot,
+                  (unsigned long long)(size >> 20));
+}
+
+static void create_ram(struct vm *vm)
+{
+    uint64_t size = vm->cfg.mem_size;
+    vm->memfd = memfd_create("nvmevm-ram", MFD_CLOEXEC);
+    if (vm->memfd < 0)
+        die_errno("memfd_create");
+    if (ftruncate(vm->memfd, (off_t)size) < 0)
+        die_errno("guest RAM (%llu MiB)", (unsigned long long)(size >> 20));
+    void *host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, vm->memfd,
+                      0);
+    if (host == MAP_FAILED)
+        die_errno("mmap guest RAM (%llu MiB)", (unsigned long long)(size >> 20));
+    madvise(host, size, MADV_HUGEPAGE);
+    guest_mem_layout(&vm->mem, host, size, LAYOUT_PCI_HOLE);
+    set_slot(vm, 0, 0, vm->mem.low_size, host);
+    if (vm->mem.high_size)
+        set_slot(vm, 1, GUEST_4G, vm->mem.high_size, (uint8_t *)host + vm->mem.low_size);
+}
+
+static void fetch_supported_cpuid(struct vm *vm)
+{
+    for (int n = 64;; n *= 2) {
+        struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + (size_t)n * sizeof(c->entries[0]));
+        if (!c)
+            die("out of memory");
+        c->nent = (uint32_t)n;
+        if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+            vm->supported_cpuid = c;
+            return;
+        }
+        free(c);
+        if (errno != E2BIG || n > 4096)
+            die_errno("KVM_GET_SUPPORTED_CPUID");
+    }
+}
+
+static void uart_irq(void *opaque, int level)
+{
+    struct vm *vm = opaque;
+    struct kvm_irq_level irq = {.irq = UART_COM1_IRQ, .level = (uint32_t)level};
+    if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0)
+        warn_errno("KVM_IRQ_LINE %u", UART_COM1_IRQ);
+}
+
+static void guest_reset(void *opaque)
+{
+    vm_request_stop(opaque, -1);
+}
+
+static void guest_exit(void *opaque, int status)
+{
+    vm_request_stop(opaque, status);
+}
+
+static void must_register(struct bus *b, uint64_t base, uint64_t len, bus_io_fn fn, void *opaque,
+                          const char *name)
+{
+    int r = bus_register(b, base, len, fn, opaque, name);
+    if (r < 0)
+        die("cannot place %s at 0x%llx: %s", name, (unsigned long long)base, strerror(-r));
+}
+
+static void create_devices(struct vm *vm)
+{
+    vm->pio = bus_new("pio");
+    vm->mmio = bus_new("mmio");
+    vm->uart = uart_new(vm->cfg.console_out_fd, uart_irq, vm);
+    vm->kbd = i8042_new(guest_reset, vm);
+    vm->dbg = debug_exit_new(guest_exit, vm);
+    vm->pci = pci_bus_new(vm->pio, vm->mmio, LAYOUT_PCI_MMIO, LAYOUT_PCI_MMIO_END - LAYOUT_PCI_MMIO);
+    if (!vm->pio || !vm->mmio || !vm->uart || !vm->kbd || !vm->dbg || !vm->pci)
+        die("out of memory creating devices");
+    must_register(vm->pio, UART_COM1_BASE, UART_NR_PORTS, uart_io, vm->uart, "ttyS0");
+    must_register(vm->pio, I8042_BASE, I8042_LEN, i8042_io, vm->kbd, "i8042");
+    must_register(vm->pio, DEBUG_EXIT_BASE, DEBUG_EXIT_LEN, debug_exit_io, vm->dbg, "debug-exit");
+    must_register(vm->pio, PCI_CONF1_BASE, PCI_CONF1_LEN, pci_conf1_io, vm->pci, "pci-conf1");
+}
+
+void vm_create(struct vm *vm, const struct vm_config *cfg)
+{
+    memset(vm, 0, sizeof(*vm));
+    vm->cfg = *cfg;
+    vm->ncpus = cfg->ncpus;
+    pthread_mutex_init(&vm->lock, NULL);
+    pthread_cond_init(&vm->cond, NULL);
+    vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (vm->stop_efd < 0)
+        die_errno("eventfd");
+
+    vm->kvm_fd = kvm_open_dev();
+    require_cap(vm, KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY");
+    require_cap(vm, KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP");
+    require_cap(vm, KVM_CAP_PIT2, "KVM_CAP_PIT2");
+    require_cap(vm, KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT");
+    vm->tsc_deadline = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+    int max_vcpus = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+    if (max_vcpus > 0 && cfg->ncpus > max_vcpus)
+        die("--cpus %d: this host's KVM allows at most %d", cfg->ncpus, max_vcpus);
+
+    vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+    if (vm->vm_fd < 0)
+        die_errno("KVM_CREATE_VM");
+    if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)LAYOUT_TSS) < 0)
+        die_errno("KVM_SET_TSS_ADDR");
+    uint64_t idmap = LAYOUT_IDENTITY_MAP;
+    if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+        debug_msg("KVM_SET_IDENTITY_MAP_ADDR: %s (ignored)", strerror(errno));
+    if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+        die_errno("KVM_CREATE_IRQCHIP");
+    struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+    if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+        die_errno("KVM_CREATE_PIT2");
+
+    create_ram(vm);
+    create_devices(vm);
+    fetch_supported_cpuid(vm);
+    int rs = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (rs <= 0)
+        die_errno("KVM_GET_VCPU_MMAP_SIZE");
+    vm->run_size = (size_t)rs;
+    for (int i = 0; i < vm->ncpus; i++)
+        vm->vcpus[i] = vcpu_create(vm, i);
+}
+
+/* ---- kernel loading ---- */
+
+struct file_map {
+    const char *path;
+    uint8_t *data;
+    size_t size;
+};
+
+static void map_file(struct file_map *f, const char *path)
+{
+    f->path = path;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        die_errno("%s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        die_errno("%s", path);
+    if (!S_ISREG(st.st_mode))
+        die("%s: not a regular file", path);
+    if (st.st_size == 0)
+        die("%s: file is empty", path);
+    f->size = (size_t)st.st_size;
+    f->data = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (f->data == MAP_FAILED)
+        die_errno("%s", path);
+    close(fd);
+}
+
+static void unmap_file(struct file_map *f)
+{
+    munmap(f->data, f->size);
+}
+
+static void copy_to_guest(struct vm *vm, uint64_t gpa, const void *src, uint64_t len,
+                          const char *what)
+{
+    void *dst = gpa_ptr(&vm->mem, gpa, len);
+    if (!dst)
+        die("%s does not fit in guest RAM (%llu bytes at 0x%llx; RAM is %llu MiB)", what,
+            (unsigned long long)len, (unsigned long long)gpa,
+            (unsigned long long)(vm->mem.size >> 20));
+    memcpy(dst, src, len);
+}
+
+/* Identity map of the first 4 GiB with 2 MiB pages: PML4 -> PDPT -> 4 PDs. */
+static void build_identity_tables(struct vm *vm)
+{
+    uint64_t *pml4 = gpa_ptr(&vm->mem, LAYOUT_PML4, 4096);
+    uint64_t *pdpt = gpa_ptr(&vm->mem, LAYOUT_PDPT, 4096);
+    uint64_t *pd = gpa_ptr(&vm->mem, LAYOUT_PD, 4 * 4096);
+    memset(pml4, 0, 4096);
+    memset(pdpt, 0, 4096);
+    pml4[0] = LAYOUT_PDPT | 0x3;
+    for (uint64_t i = 0; i < 4; i++)
+        pdpt[i] = (LAYOUT_PD + i * 4096) | 0x3;
+    for (uint64_t i = 0; i < 4 * 512; i++)
+        pd[i] = (i << 21) | 0x83; /* present, writable, 2 MiB page */
+}
+
+static void build_gdt(struct vm *vm)
+{
+    uint64_t gdt[5] = {
+        0,
+        0,
+        0x00af9b000000ffffULL, /* 0x10: 64-bit code (__BOOT_CS) */
+        0x00cf93000000ffffULL, /* 0x18: flat data (__BOOT_DS) */
+        0x00008b0000000067ULL, /* 0x20: TSS (busy 32/64-bit TSS type) */
+    };
+    copy_to_guest(vm, LAYOUT_GDT, gdt, sizeof(gdt), "GDT");
+}
+
+static void write_mptable(struct vm *vm)
+{
+    uint8_t *buf = gpa_ptr(&vm->mem, LAYOUT_MPTABLE, 0x10000);
+    if (!buf || !mptable_build(buf, 0x10000, (uint32_t)LAYOUT_MPTABLE, vm->ncpus, NULL, 0))
+        die("cannot build the MP table");
+}
+
+static void load_linux(struct vm *vm, struct file_map *k, const struct bzimage_info *info)
+{
+    uint64_t kernel_end = LAYOUT_KERNEL + (info->init_size > info->pm_size ? info->init_size
+                                                                           : info->pm_size);
+    if (kernel_end > vm->mem.low_size)
+        die("--mem %lluM is too small for %s (it needs %llu MiB to decompress)",
+            (unsigned long long)(vm->mem.size >> 20), k->path,
+            (unsigned long long)((kernel_end >> 20) + 1));
+    copy_to_guest(vm, LAYOUT_KERNEL, k->data + info->setup_size, info->pm_size, "kernel");
+
+    char cmdline[LAYOUT_CMDLINE_MAX];
+    if (cmdline_compose(cmdline, sizeof(cmdline), vm->cfg.append) < 0 ||
+        (info->cmdline_size && strlen(cmdline) > info->cmdline_size))
+        die("--append: command line too long (max %u bytes)",
+            info->cmdline_size ? info->cmdline_size : LAYOUT_CMDLINE_MAX - 1);
+    copy_to_guest(vm, LAYOUT_CMDLINE, cmdline, strlen(cmdline) + 1, "command line");
+
+    uint64_t initrd_gpa = 0, initrd_size = 0;
+    if (vm->cfg.initrd) {
+        struct file_map rd;
+        map_file(&rd, vm->cfg.initrd);
+        initrd_size = rd.size;
+        initrd_gpa = initrd_place(rd.size, info->initrd_addr_max, vm->mem.low_size, kernel_end);
+        if (!initrd_gpa)
+            die("%s: initrd (%zu MiB) does not fit in guest RAM with the kernel; raise --mem",
+                rd.path, rd.size >> 20);
+        copy_to_guest(vm, initrd_gpa, rd.data, rd.size, "initrd");
+        unmap_file(&rd);
+    }
+
+    struct boot_params *bp = gpa_ptr(&vm->mem, LAYOUT_ZERO_PAGE, sizeof(*bp));
+    bootparams_build(bp, k->data, info, &vm->mem, (uint32_t)LAYOUT_CMDLINE, initrd_gpa,
+                     initrd_size);
+    build_identity_tables(vm);
+    build_gdt(vm);
+    write_mptable(vm);
+    vm->boot = BOOT_LINUX64;
+    vm->entry = LAYOUT_KERNEL + 0x200;
+    vm->boot_arg = LAYOUT_ZERO_PAGE;
+}
+
+static void load_multiboot(struct vm *vm, struct file_map *k, const struct mb_image *img)
+{
+    for (int i = 0; i < img->nseg; i++) {
+        const struct mb_segment *s = &img->seg[i];
+        uint8_t *dst = gpa_ptr(&vm->mem, s->gpa, s->mem_len);
+        /* Below 32 KiB live nvmevm's boot structures; the MP table sits at 0xf0000. */
+        bool clash = s->gpa < LAYOUT_BOOT_STACK ||
+                     (s->gpa < LAYOUT_MPTABLE + 0x1000 && s->gpa + s->mem_len > LAYOUT_MPTABLE);
+        if (!dst || clash)
+            die("%s: segment at 0x%llx (+%llu bytes) is outside guest RAM or overlaps nvmevm's "
+                "boot area (load images at 1 MiB)",
+                k->path, (unsigned long long)s->gpa, (unsigned long long)s->mem_len);
+        memcpy(dst, k->data + s->file_off, s->file_len);
+        memset(dst + s->file_len, 0, s->mem_len - s->file_len);
+    }
+    const char *cmd = vm->cfg.append ? vm->cfg.append : "";
+    if (strlen(cmd) >= LAYOUT_ZERO_PAGE - LAYOUT_MB_CMDLINE)
+        die("--append: command line too long");
+    copy_to_guest(vm, LAYOUT_MB_CMDLINE, cmd, strlen(cmd) + 1, "command line");
+    struct mb_info mbi;
+    multiboot_info_build(&mbi, (uint32_t)LAYOUT_MB_CMDLINE, vm->mem.low_size);
+    copy_to_guest(vm, LAYOUT_MB_INFO, &mbi, sizeof(mbi), "multiboot info");
+    write_mptable(vm);
+    vm->boot = BOOT_MULTIBOOT;
+    vm->entry = img->entry;
+    vm->boot_arg = LAYOUT_MB_INFO;
+}
+
+void vm_load_kernel(struct vm *vm)
+{
+    struct file_map k;
+    char err[160];
+    map_file(&k, vm->cfg.kernel);
+    struct mb_image img;
+    int mb = multiboot_parse(k.data, k.size, &img, err, sizeof(err));
+    if (mb < 0)
+        die("%s: %s", k.path, err);
+    if (mb == 1) {
+        if (vm->cfg.initrd)
+            die("%s: --initrd is only for Linux kernels, not multiboot images", k.path);
+        load_multiboot(vm, &k, &img);
+    } else {
+        struct bzimage_info info;
+        if (bzimage_parse(k.data, k.size, &info, err, sizeof(err)) < 0)
+            die("%s: %s", k.path, err);
+        load_linux(vm, &k, &info);
+    }
+    unmap_file(&k);
+    for (int i = 0; i < vm->ncpus; i++)
+        vcpu_setup_boot(vm->vcpus[i]);
+}
+
+/* ---- lifecycle ---- */
+
+void vm_start(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    vm->n_threads = vm->ncpus;
+    pthread_mutex_unlock(&vm->lock);
+    for (int i = 0; i < vm->ncpus; i++)
+        vcpu_start(vm->vcpus[i]);
+}
+
+void vm_request_stop(struct vm *vm, int status)
+{
+    pthread_mutex_lock(&vm->lock);
+    if (!atomic_load(&vm->stopping)) {
+        vm->exit_status = status < 0 ? 0 : status;
+        atomic_store(&vm->stopping, true);
+        uint64_t one = 1;
+        if (write(vm->stop_efd, &one, sizeof(one)) < 0)
+            debug_msg("stop eventfd: %s", strerror(errno));
+    }
+    pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
+    for (int i = 0; i < vm->ncpus; i++)
+        if (vm->vcpus[i])
+            vcpu_kick(vm->vcpus[i]);
+}
+
+void vm_pause(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    atomic_store(&vm->pause_req, true);
+    pthread_mutex_unlock(&vm->lock);
+    for (int i = 0; i < vm->ncpus; i++)
+        vcpu_kick(vm->vcpus[i]);
+    pthread_mutex_lock(&vm->lock);
+    while (vm->n_parked < vm->n_threads && !atomic_load(&vm->stopping))
+        pthread_cond_wait(&vm->cond, &vm->lock);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_resume(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    atomic_store(&vm->pause_req, false);
+    pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+bool vm_is_paused(struct vm *vm)
+{
+    return atomic_load(&vm->pause_req);
+}
+
+int vm_join(struct vm *vm)
+{
+    for (int i = 0; i < vm->ncpus; i++)
+        vcpu_join(vm->vcpus[i]);
+    return vm->exit_status;
+}
+
+void vm_destroy(struct vm *vm)
+{
+    for (int i = 0; i < vm->ncpus; i++)
+        vcpu_destroy(vm->vcpus[i]);
+    uart_free(vm->uart);
+    i8042_free(vm->kbd);
+    debug_exit_free(vm->dbg);
+    pci_bus_free(vm->pci);
+    bus_free(vm->pio);
+    bus_free(vm->mmio);
+    munmap(vm->mem.host, vm->mem.size);
+    free(vm->mem.dirty);
+    free(vm->supported_cpuid);
+    close(vm->memfd);
+    close(vm->vm_fd);
+    close(vm->kvm_fd);
+    close(vm->stop_efd);
+}
