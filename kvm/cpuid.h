@@ -2,6 +2,7 @@
 #pragma once
 #include <linux/kvm.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 /* Patches the n entries in place for vCPU apic_id of ncpus. Returns the new entry
  * count (topology sub-leaves may be rewritten but never exceed max). */
