@@ -1,0 +1,401 @@
+#include "kvm/pci.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "util/log.h"
+
+#define CFG_SIZE 256
+
+#define REG_VENDOR_ID  0x00
+#define REG_DEVICE_ID  0x02
+#define REG_COMMAND    0x04
+#define REG_CLASS_PROG 0x09
+#define REG_HEADER     0x0e
+#define REG_BAR0       0x10
+#define REG_INT_LINE   0x3c
+
+#define CMD_IO           0x0001
+#define CMD_MEM          0x0002
+#define CMD_MASTER       0x0004
+#define CMD_INTX_DISABLE 0x0400
+
+#define BAR_TYPE_IO    0x1
+#define BAR_TYPE_MEM64 0x4
+
+/* Legacy ISA devices live below 0xc000; the rest of the 64 KiB port space is ours. */
+#define IO_ALLOC_BASE 0xc000
+#define IO_ALLOC_END  0x10000
+#define IO_LAST       0xffffULL
+#define MEM32_LAST    0xffffffffULL
+
+#define CONF1_ENABLE    0x80000000u
+#define CONF1_EXT_REG   0x0f000000u /* AMD extended register bits: no such space here */
+#define CONF1_BUS(a)    (((a) >> 16) & 0xff)
+#define CONF1_SLOT(a)   (((a) >> 11) & 0x1f)
+#define CONF1_FN(a)     (((a) >> 8) & 0x7)
+#define CONF1_REG(a)    ((a)&0xfc)
+#define CONF1_DATA_PORT 4
+
+#define BRIDGE_VENDOR 0x1b36 /* Red Hat, as QEMU's host bridges: guests know it */
+#define BRIDGE_DEVICE 0x0008
+#define CLASS_BRIDGE  0x06
+
+struct pci_bus {
+    pthread_mutex_t lock; /* config space, BAR mappings and the conf1 address */
+    struct bus *pio;
+    struct bus *mmio;
+    uint64_t mmio_base;
+    uint64_t mmio_size;
+    uint64_t mmio_next;
+    uint64_t io_next;
+    uint32_t conf1_addr;
+    struct pci_dev *devs[PCI_MAX_DEVS];
+    struct pci_dev bridge;
+};
+
+static uint32_t le_get(const uint8_t *p, uint32_t len)
+{
+    uint32_t v = 0;
+    for (uint32_t i = 0; i < len; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+
+static void le_put(uint8_t *p, uint32_t len, uint64_t v)
+{
+    for (uint32_t i = 0; i < len; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t all_ones(uint32_t len)
+{
+    return len >= 4 ? 0xffffffffu : (1u << (8 * len)) - 1;
+}
+
+static bool cfg_range_ok(uint8_t slot, uint8_t fn, uint32_t off, uint32_t len)
+{
+    return slot < PCI_MAX_DEVS && fn == 0 && len >= 1 && len <= 4 && off < CFG_SIZE &&
+           len <= CFG_SIZE - off;
+}
+
+/* ---- BARs ---- */
+
+static uint32_t bar_reg(int i)
+{
+    return REG_BAR0 + 4 * (uint32_t)i;
+}
+
+/* Address bits the guest may write; sizing reads back exactly these. */
+static uint64_t bar_addr_mask(const struct pci_bar *b)
+{
+    uint64_t mask = ~(b->size - 1);
+    switch (b->kind) {
+    case PCI_BAR_IO:
+        return mask & 0xfffffffcULL;
+    case PCI_BAR_MEM32:
+        return mask & 0xfffffff0ULL;
+    case PCI_BAR_MEM64:
+        return mask & ~0xfULL;
+    default:
+        return 0;
+    }
+}
+
+static uint32_t bar_type_bits(enum pci_bar_kind kind)
+{
+    if (kind == PCI_BAR_IO)
+        return BAR_TYPE_IO;
+    return kind == PCI_BAR_MEM64 ? BAR_TYPE_MEM64 : 0;
+}
+
+static uint64_t bar_decode(const struct pci_dev *d, int i)
+{
+    const struct pci_bar *b = &d->bar[i];
+    uint64_t v = le_get(&d->cfg[bar_reg(i)], 4);
+    if (b->kind == PCI_BAR_MEM64)
+        v |= (uint64_t)le_get(&d->cfg[bar_reg(i + 1)], 4) << 32;
+    return v & bar_addr_mask(b);
+}
+
+/* Mirrors config space onto the bus: called after every config write. */
+static void bar_update(struct pci_bus *pb, struct pci_dev *d, int i)
+{
+    struct pci_bar *b = &d->bar[i];
+    struct bus *bus = b->kind == PCI_BAR_IO ? pb->pio : pb->mmio;
+    uint16_t cmd = (uint16_t)le_get(&d->cfg[REG_COMMAND], 2);
+    bool enabled = cmd & (b->kind == PCI_BAR_IO ? CMD_IO : CMD_MEM);
+    uint64_t addr = bar_decode(d, i);
+    /* 0 and the sizing pattern are not addresses a guest means to decode. */
+    bool want = enabled && addr != 0 && addr != bar_addr_mask(b);
+
+    if (b->mapped && (!want || addr != b->addr)) {
+        bus_unregister(bus, b->addr);
+        b->mapped = false;
+    }
+    if (want && !b->mapped) {
+        int ret = bus_register(bus, addr, b->size, b->fn, b->opaque, "pci-bar");
+        if (ret == 0)
+            b->mapped = true;
+        else
+            debug_msg("pci %02x BAR%d at 0x%llx left unmapped (%d)", d->slot, i,
+                      (unsigned long long)addr, ret);
+    }
+    b->addr = addr;
+}
+
+static void bars_update(struct pci_bus *pb, struct pci_dev *d)
+{
+    for (int i = 0; i < 6; i++)
+        if (d->bar[i].kind != PCI_BAR_NONE)
+            bar_update(pb, d, i);
+}
+
+static bool is_pow2(uint64_t v)
+{
+    return v && !(v & (v - 1));
+}
+
+static int bar_check(const struct pci_dev *d, int i)
+{
+    const struct pci_bar *b = &d->bar[i];
+    switch (b->kind) {
+    case PCI_BAR_NONE:
+        return 0;
+    case PCI_BAR_IO:
+        if (b->size < 16 || b->size > IO_ALLOC_END - IO_ALLOC_BASE)
+            return -EINVAL;
+        break;
+    case PCI_BAR_MEM32:
+        if (b->size < 4096 || b->size > (MEM32_LAST + 1) / 2)
+            return -EINVAL;
+        break;
+    case PCI_BAR_MEM64:
+        if (b->size < 4096 || i == 5 || d->bar[i + 1].kind != PCI_BAR_NONE)
+            return -EINVAL;
+        break;
+    default:
+        return -EINVAL;
+    }
+    return is_pow2(b->size) && b->fn ? 0 : -EINVAL;
+}
+
+/* Next naturally aligned block inside [base, base+span) that ends at or below last. */
+static int alloc_aligned(uint64_t *next, uint64_t base, uint64_t span, uint64_t size, uint64_t last,
+                         uint64_t *out)
+{
+    uint64_t a = (*next + size - 1) & ~(size - 1);
+    if (a < *next || a < base)
+        return -ENOSPC;
+    uint64_t used = a - base;
+    /* a is a multiple of size, so a + (size - 1) cannot wrap. */
+    if (used > span || size > span - used || a + (size - 1) > last)
+        return -ENOSPC;
+    *out = a;
+    *next = a + size;
+    return 0;
+}
+
+/* Like firmware: every BAR gets an address before the guest looks. */
+static int bars_assign(struct pci_bus *pb, struct pci_dev *d, uint64_t addr[6])
+{
+    uint64_t io_next = pb->io_next, mmio_next = pb->mmio_next;
+    for (int i = 0; i < 6; i++) {
+        struct pci_bar *b = &d->bar[i];
+        int ret = 0;
+        if (b->kind == PCI_BAR_IO)
+            ret = alloc_aligned(&io_next, IO_ALLOC_BASE, IO_ALLOC_END - IO_ALLOC_BASE, b->size,
+                                IO_LAST, &addr[i]);
+        else if (b->kind == PCI_BAR_MEM32)
+            ret = alloc_aligned(&mmio_next, pb->mmio_base, pb->mmio_size, b->size, MEM32_LAST,
+                                &addr[i]);
+        else if (b->kind == PCI_BAR_MEM64)
+            ret = alloc_aligned(&mmio_next, pb->mmio_base, pb->mmio_size, b->size, UINT64_MAX,
+                                &addr[i]);
+        if (ret)
+            return ret;
+    }
+    pb->io_next = io_next;
+    pb->mmio_next = mmio_next;
+    return 0;
+}
+
+static void bar_init(struct pci_dev *d, int i, uint64_t addr)
+{
+    struct pci_bar *b = &d->bar[i];
+    uint64_t mask = bar_addr_mask(b);
+    uint32_t lo = (uint32_t)addr | bar_type_bits(b->kind);
+    le_put(&d->wmask[bar_reg(i)], 4, (uint32_t)mask);
+    le_put(&d->cfg[bar_reg(i)], 4, lo);
+    if (b->kind == PCI_BAR_MEM64) {
+        le_put(&d->wmask[bar_reg(i + 1)], 4, mask >> 32);
+        le_put(&d->cfg[bar_reg(i + 1)], 4, addr >> 32);
+    }
+    b->addr = addr;
+    b->mapped = false;
+}
+
+/* ---- bus and devices ---- */
+
+struct pci_bus *pci_bus_new(struct bus *pio, struct bus *mmio, uint64_t mmio_base,
+                            uint64_t mmio_size)
+{
+    struct pci_bus *pb = calloc(1, sizeof(*pb));
+    if (!pb)
+        return NULL;
+    if (pthread_mutex_init(&pb->lock, NULL) != 0) {
+        free(pb);
+        return NULL;
+    }
+    pb->pio = pio;
+    pb->mmio = mmio;
+    pb->mmio_base = mmio_base;
+    pb->mmio_size = mmio_size;
+    pb->mmio_next = mmio_base;
+    pb->io_next = IO_ALLOC_BASE;
+
+    struct pci_dev *br = &pb->bridge;
+    le_put(&br->cfg[REG_VENDOR_ID], 2, BRIDGE_VENDOR);
+    le_put(&br->cfg[REG_DEVICE_ID], 2, BRIDGE_DEVICE);
+    le_put(&br->cfg[REG_CLASS_PROG], 3, (uint32_t)CLASS_BRIDGE << 16);
+    pb->devs[0] = br;
+    return pb;
+}
+
+void pci_bus_free(struct pci_bus *pb)
+{
+    if (!pb)
+        return;
+    for (int s = 0; s < PCI_MAX_DEVS; s++) {
+        struct pci_dev *d = pb->devs[s];
+        for (int i = 0; d && i < 6; i++) {
+            struct pci_bar *b = &d->bar[i];
+            if (b->mapped)
+                bus_unregister(b->kind == PCI_BAR_IO ? pb->pio : pb->mmio, b->addr);
+            b->mapped = false;
+        }
+    }
+    pthread_mutex_destroy(&pb->lock);
+    free(pb);
+}
+
+int pci_add_device(struct pci_bus *pb, struct pci_dev *d)
+{
+    for (int i = 0; i < 6; i++) {
+        int ret = bar_check(d, i);
+        if (ret)
+            return ret;
+        if (d->bar[i].kind == PCI_BAR_MEM64)
+            i++; /* the upper half is validated as NONE by bar_check */
+    }
+
+    pthread_mutex_lock(&pb->lock);
+    int slot = 1;
+    while (slot < PCI_MAX_DEVS && pb->devs[slot])
+        slot++;
+    uint64_t addr[6] = {0};
+    int ret = slot < PCI_MAX_DEVS ? bars_assign(pb, d, addr) : -ENOSPC;
+    if (ret) {
+        pthread_mutex_unlock(&pb->lock);
+        return ret;
+    }
+
+    /* Only the type-0 layout is implemented, so that is what the guest sees. */
+    d->cfg[REG_HEADER] = 0;
+    uint16_t cmd_wmask = CMD_IO | CMD_MEM | CMD_MASTER | CMD_INTX_DISABLE;
+    d->wmask[REG_COMMAND] |= (uint8_t)cmd_wmask;
+    d->wmask[REG_COMMAND + 1] |= (uint8_t)(cmd_wmask >> 8);
+    d->wmask[REG_INT_LINE] = 0xff;
+    for (int i = 0; i < 6; i++)
+        if (d->bar[i].kind != PCI_BAR_NONE)
+            bar_init(d, i, addr[i]);
+    d->slot = (uint8_t)slot;
+    pb->devs[slot] = d;
+    bars_update(pb, d);
+    pthread_mutex_unlock(&pb->lock);
+    return 0;
+}
+
+/* ---- config space access ---- */
+
+uint32_t pci_cfg_read(struct pci_bus *pb, uint8_t slot, uint8_t fn, uint32_t off, uint32_t len)
+{
+    if (!cfg_range_ok(slot, fn, off, len))
+        return all_ones(len);
+    uint32_t v = all_ones(len);
+    pthread_mutex_lock(&pb->lock);
+    const struct pci_dev *d = pb->devs[slot];
+    if (d)
+        v = le_get(&d->cfg[off], len);
+    pthread_mutex_unlock(&pb->lock);
+    return v;
+}
+
+void pci_cfg_write(struct pci_bus *pb, uint8_t slot, uint8_t fn, uint32_t off, uint32_t len,
+                   uint32_t val)
+{
+    if (!cfg_range_ok(slot, fn, off, len))
+        return;
+    pthread_mutex_lock(&pb->lock);
+    struct pci_dev *d = pb->devs[slot];
+    if (!d) {
+        pthread_mutex_unlock(&pb->lock);
+        return;
+    }
+    for (uint32_t i = 0; i < len; i++) {
+        uint8_t m = d->wmask[off + i];
+        uint8_t b = (uint8_t)(val >> (8 * i));
+        d->cfg[off + i] = (uint8_t)((d->cfg[off + i] & ~m) | (b & m));
+    }
+    bars_update(pb, d);
+    void (*cb)(struct pci_dev *, uint32_t, uint32_t) = d->cfg_written;
+    pthread_mutex_unlock(&pb->lock);
+    /* Unlocked: the device may take its own locks or read config space back. */
+    if (cb)
+        cb(d, off, len);
+}
+
+/* ---- configuration mechanism #1 ---- */
+
+static void conf1_data(struct pci_bus *pb, uint32_t lane, uint8_t *data, uint32_t len,
+                       bool is_write)
+{
+    pthread_mutex_lock(&pb->lock);
+    uint32_t a = pb->conf1_addr;
+    pthread_mutex_unlock(&pb->lock);
+
+    bool valid = (a & CONF1_ENABLE) && !(a & CONF1_EXT_REG) && CONF1_BUS(a) == 0;
+    uint8_t slot = (uint8_t)CONF1_SLOT(a), fn = (uint8_t)CONF1_FN(a);
+    uint32_t off = CONF1_REG(a) + lane;
+    if (is_write) {
+        if (valid)
+            pci_cfg_write(pb, slot, fn, off, len, le_get(data, len));
+    } else {
+        le_put(data, len, valid ? pci_cfg_read(pb, slot, fn, off, len) : all_ones(len));
+    }
+}
+
+void pci_conf1_io(void *pci_bus, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
+{
+    struct pci_bus *pb = pci_bus;
+
+    /* Only dword accesses hit the address register, so probes such as
+     * Linux's byte write to 0xcfb cannot clobber it. */
+    if (offset == 0 && len == 4) {
+        pthread_mutex_lock(&pb->lock);
+        if (is_write)
+            pb->conf1_addr = le_get(data, 4);
+        else
+            le_put(data, 4, pb->conf1_addr);
+        pthread_mutex_unlock(&pb->lock);
+        return;
+    }
+    if (offset >= CONF1_DATA_PORT && len >= 1 && len <= 4 && offset - CONF1_DATA_PORT + len <= 4) {
+        conf1_data(pb, (uint32_t)(offset - CONF1_DATA_PORT), data, len, is_write);
+        return;
+    }
+    if (!is_write)
+        for (uint32_t i = 0; i < len; i++)
+            data[i] = 0xff;
+}
