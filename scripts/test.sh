@@ -1,0 +1,76 @@
+#!/bin/bash
+# Runs every level of nvmevm's test suite and ends with "N passed, N failed, N skipped".
+#   level 1  unit tests of the models (Criterion), on any machine
+#   cli      bad input on the command line, on the host
+#   level 2  the tiny guest on this host's /dev/kvm
+#   level 3  the Debian Linux guest: directly if this host's /dev/kvm can run a Linux
+#            kernel, else inside the QEMU TCG sandbox (tests/sandbox/run.sh)
+# Options: --quick skips level 3.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${NVMEVM_BUILD:-$REPO/build}
+export NVMEVM_BUILD=$BUILD
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+
+"$REPO/scripts/install-deps.sh" || exit 1
+"$REPO/scripts/build.sh" || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+
+RESULTS=$(mktemp /tmp/nvmevm-results.XXXXXX)
+export NVMEVM_RESULTS=$RESULTS
+. "$REPO/tests/lib.sh"
+
+echo "== level 1: unit tests (Criterion)"
+for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    name=$(basename "$t")
+    log="$TEST_TMP/$name.log"
+    "$t" --jobs 1 >"$log" 2>&1
+    rc=$?
+    # One result per Criterion test case, from its own summary line.
+    syn=$(grep -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' "$log")
+    read -r tested passing failing crashing < <(sed 's/[^0-9 ]//g' <<<"$syn")
+    if [ -z "$syn" ] || [ "$tested" -eq 0 ]; then
+        t_fail "unit/$name" "no Criterion summary (exit $rc)"; show_tail "$log"; continue
+    fi
+    for _ in $(seq "$passing"); do echo "PASS unit/$name" >>"$RESULTS"; done
+    for _ in $(seq $((failing + crashing))); do echo "FAIL unit/$name" >>"$RESULTS"; done
+    echo "$name: $passing/$tested passed"
+    [ $((failing + crashing)) -eq 0 ] && [ $rc -eq 0 ] || show_tail "$log" 30
+done
+
+echo "== cli: bad input"
+"$REPO/tests/cli/test-bad-input.sh"
+
+echo "== level 2: tiny guest on this host's /dev/kvm"
+if [ ! -w /dev/kvm ]; then
+    for t in "$REPO"/tests/guest/test-*.sh; do
+        t_skip "tiny/$(basename "$t" .sh)" "no usable /dev/kvm on this host"
+    done
+else
+    for t in "$REPO"/tests/guest/test-*.sh; do "$t"; done
+fi
+
+echo "== level 3: Debian Linux guest"
+if [ $QUICK -eq 1 ]; then
+    t_skip linux/all "--quick given"
+elif [ ! -w /dev/kvm ]; then
+    t_skip linux/all "no usable /dev/kvm on this host"
+else
+    "$REPO/tests/linux/run.sh"
+fi
+
+passed=$(grep -c '^PASS' "$RESULTS")
+failed=$(grep -c '^FAIL' "$RESULTS")
+skipped=$(grep -c '^SKIP' "$RESULTS")
+if [ "$failed" -gt 0 ]; then
+    echo "== failures:"
+    grep '^FAIL' "$RESULTS" | sort | uniq -c | sed 's/^/  /'
+fi
+if [ "$skipped" -gt 0 ]; then
+    echo "== skipped:"
+    grep '^SKIP' "$RESULTS" | sed 's/^/  /'
+fi
+rm -rf "$RESULTS" "$TEST_TMP"
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,38 @@
+# Shared helpers for nvmevm's shell-level tests (sourced, not run).
+# Each result is one line "PASS|FAIL|SKIP <name>[: reason]" appended to $NVMEVM_RESULTS,
+# so tests that run inside the sandbox report into the same file as the host's.
+
+TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$TESTS_DIR/.." && pwd)
+BUILD=${NVMEVM_BUILD:-$REPO/build}
+NVMEVM=${NVMEVM:-$BUILD/nvmevm}
+TINY=${TINY:-$BUILD/guest-images/tiny/tiny.elf}
+GUEST_DIR=${NVMEVM_GUEST_DIR:-$BUILD/guest}
+: "${NVMEVM_RESULTS:=/dev/null}"
+TEST_TMP=${TEST_TMP:-$(mktemp -d /tmp/nvmevm-test.XXXXXX)}
+
+t_pass() { echo "PASS $1" | tee -a "$NVMEVM_RESULTS"; }
+t_fail() { echo "FAIL $1: $2" | tee -a "$NVMEVM_RESULTS"; }
+t_skip() { echo "SKIP $1: $2" | tee -a "$NVMEVM_RESULTS"; }
+
+# t_check NAME CONDITION-DESCRIPTION COMMAND...: PASS if COMMAND succeeds.
+t_check() {
+    local name=$1 what=$2
+    shift 2
+    if "$@"; then t_pass "$name"; else t_fail "$name" "$what"; fi
+}
+
+# run_capture OUTFILE TIMEOUT CMD...: runs CMD with stdout+stderr to OUTFILE; sets RC.
+run_capture() {
+    local out=$1 secs=$2
+    shift 2
+    RC=0
+    timeout -k 5 "$secs" "$@" >"$out" 2>&1 </dev/null || RC=$?
+}
+
+# Prints the last lines of a log to help whoever reads a failure.
+show_tail() {
+    echo "---- last lines of $1 ----"
+    tail -n "${2:-15}" "$1" | sed 's/^/    /'
+    echo "----"
+}
