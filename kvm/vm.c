@@ -22,6 +22,7 @@
 #include "kvm/mptable.h"
 #include "kvm/multiboot.h"
 #include "kvm/pci.h"
+#include "kvm/rtc.h"
 #include "kvm/uart.h"
 #include "kvm/vcpu.h"
 #include "util/log.h"
@@ -122,12 +123,14 @@ static void create_devices(struct vm *vm)
     vm->uart = uart_new(vm->cfg.console_out_fd, uart_irq, vm);
     vm->kbd = i8042_new(guest_reset, vm);
     vm->dbg = debug_exit_new(guest_exit, vm);
+    vm->rtc = rtc_new();
     vm->pci = pci_bus_new(vm->pio, vm->mmio, LAYOUT_PCI_MMIO, LAYOUT_PCI_MMIO_END - LAYOUT_PCI_MMIO);
-    if (!vm->pio || !vm->mmio || !vm->uart || !vm->kbd || !vm->dbg || !vm->pci)
+    if (!vm->pio || !vm->mmio || !vm->uart || !vm->kbd || !vm->dbg || !vm->pci || !vm->rtc)
         die("out of memory creating devices");
     must_register(vm->pio, UART_COM1_BASE, UART_NR_PORTS, uart_io, vm->uart, "ttyS0");
     must_register(vm->pio, I8042_BASE, I8042_LEN, i8042_io, vm->kbd, "i8042");
     must_register(vm->pio, DEBUG_EXIT_BASE, DEBUG_EXIT_LEN, debug_exit_io, vm->dbg, "debug-exit");
+    must_register(vm->pio, RTC_BASE, RTC_LEN, rtc_io, vm->rtc, "rtc");
     must_register(vm->pio, PCI_CONF1_BASE, PCI_CONF1_LEN, pci_conf1_io, vm->pci, "pci-conf1");
 }
 
@@ -416,6 +419,7 @@ void vm_destroy(struct vm *vm)
     uart_free(vm->uart);
     i8042_free(vm->kbd);
     debug_exit_free(vm->dbg);
+    rtc_free(vm->rtc);
     pci_bus_free(vm->pci);
     bus_free(vm->pio);
     bus_free(vm->mmio);

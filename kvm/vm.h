@@ -14,6 +14,7 @@ struct pci_bus;
 struct uart;
 struct i8042;
 struct debug_exit;
+struct rtc;
 struct vcpu;
 
 struct vm_config {
@@ -43,6 +44,7 @@ struct vm {
     struct uart *uart;
     struct i8042 *kbd;
     struct debug_exit *dbg;
+    struct rtc *rtc;
 
     enum boot_kind boot;
     uint64_t entry;     /* first instruction */
