@@ -12,7 +12,6 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
-#include "kvm/bzimage.h"
 #include "kvm/console.h"
 #include "kvm/control.h"
 #include "kvm/probe.h"
@@ -167,21 +166,10 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
 }
 
 /* A Linux kernel on a host that emulates ring 0 would crawl and then fail: say so first. */
-static void warn_if_linux_cannot_run(const char *kernel)
+static void warn_if_linux_cannot_run(const struct vm *vm)
 {
-    FILE *f = fopen(kernel, "rb");
-    if (!f)
-        return;
-    uint8_t hdr[0x270];
-    size_t n = fread(hdr, 1, sizeof(hdr), f);
-    fclose(f);
-    struct bzimage_info info;
-    char err[128], why[256];
-    if (bzimage_parse(hdr, n, &info, err, sizeof(err)) < 0 && n < sizeof(hdr))
-        return;
-    if (n < 0x206 || memcmp(hdr + 0x202, "HdrS", 4) != 0)
-        return;
-    if (probe_linux_capable(why, sizeof(why)) == 0)
+    char why[256];
+    if (vm->boot == BOOT_LINUX64 && probe_linux_capable(why, sizeof(why)) == 0)
         warn_msg("warning: %s; run Linux guests inside the sandbox: "
                  "tests/sandbox/run.sh -- nvmevm run ...",
                  why);
@@ -272,7 +260,6 @@ static int cmd_run(int argc, char **argv)
 {
     struct run_opts o;
     parse_run(argc, argv, &o);
-    warn_if_linux_cannot_run(o.cfg.kernel);
 
     char name[64], path[108];
     if (!o.name) {
@@ -288,6 +275,7 @@ static int cmd_run(int argc, char **argv)
     struct vm vm;
     vm_create(&vm, &o.cfg);
     vm_load_kernel(&vm);
+    warn_if_linux_cannot_run(&vm);
     struct control ctl;
     control_open(&ctl, path);
     if (o.read_stdin)

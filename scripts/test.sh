@@ -22,7 +22,7 @@ export NVMEVM_RESULTS=$RESULTS
 
 echo "== level 1: unit tests (Criterion)"
 for t in "$BUILD"/tests/test_*; do
-    [ -x "$t" ] || continue
+    [ -f "$t" ] && [ -x "$t" ] || continue
     name=$(basename "$t")
     log="$TEST_TMP/$name.log"
     "$t" --jobs 1 >"$log" 2>&1
