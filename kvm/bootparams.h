@@ -21,6 +21,6 @@ void bootparams_build(struct boot_params *bp, const uint8_t *kernel_file,
                       const struct bzimage_info *info, const struct guest_mem *m,
                       uint32_t cmdline_gpa, uint64_t initrd_gpa, uint64_t initrd_size);
 
-/* user cmdline + defaults nvmevm adds unless the user set them (console=, reboot=).
+/* user cmdline + defaults nvmevm adds unless the user set them (console=, reboot=, i8042.).
  * Returns -1 if the result does not fit in out. */
 int cmdline_compose(char *out, size_t outlen, const char *user);

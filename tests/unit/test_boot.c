@@ -189,15 +189,16 @@ Test(cmdline, adds_defaults_unless_set)
 {
     char out[256];
     cr_assert_eq(cmdline_compose(out, sizeof(out), "quiet"), 0);
-    cr_assert_str_eq(out, "console=ttyS0 reboot=k quiet");
+#define I8042 "i8042.noaux i8042.nomux i8042.dumbkbd"
+    cr_assert_str_eq(out, "console=ttyS0 reboot=k " I8042 " quiet");
     cr_assert_eq(cmdline_compose(out, sizeof(out), "console=hvc0 quiet"), 0);
-    cr_assert_str_eq(out, "reboot=k console=hvc0 quiet");
-    cr_assert_eq(cmdline_compose(out, sizeof(out), "reboot=t earlycon=x console=ttyS1"), 0);
-    cr_assert_str_eq(out, "reboot=t earlycon=x console=ttyS1");
+    cr_assert_str_eq(out, "reboot=k " I8042 " console=hvc0 quiet");
+    cr_assert_eq(cmdline_compose(out, sizeof(out), "reboot=t i8042.direct console=ttyS1"), 0);
+    cr_assert_str_eq(out, "reboot=t i8042.direct console=ttyS1");
     cr_assert_eq(cmdline_compose(out, sizeof(out), NULL), 0);
-    cr_assert_str_eq(out, "console=ttyS0 reboot=k");
+    cr_assert_str_eq(out, "console=ttyS0 reboot=k " I8042);
     /* "xconsole=" is not "console=" */
     cr_assert_eq(cmdline_compose(out, sizeof(out), "xconsole=1"), 0);
-    cr_assert_str_eq(out, "console=ttyS0 reboot=k xconsole=1");
+    cr_assert_str_eq(out, "console=ttyS0 reboot=k " I8042 " xconsole=1");
     cr_assert_eq(cmdline_compose(out, 10, "quiet"), -1);
 }
