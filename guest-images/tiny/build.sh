@@ -1,0 +1,35 @@
+#!/bin/sh
+# Build the tiny test guest with explicit flags (independent of the project's
+# meson options such as b_sanitize): build.sh OUTPUT WORKDIR SOURCES...
+# Produces OUTPUT (ELF32 i386 multiboot image) and WORKDIR/tiny64.elf (symbols).
+set -eu
+out=$1
+work=$2
+shift 2
+here=$(cd "$(dirname "$0")" && pwd)
+CC=${TINY_CC:-gcc}
+LD=${TINY_LD:-ld}
+OBJCOPY=${TINY_OBJCOPY:-objcopy}
+
+CFLAGS="-m64 -O2 -std=gnu11 -g -Wall -Wextra -ffreestanding -fno-builtin -fno-pic -fno-pie
+ -fno-stack-protector -fno-stack-clash-protection -fcf-protection=none
+ -fno-asynchronous-unwind-tables -fno-unwind-tables -fno-tree-loop-distribute-patterns
+ -mgeneral-regs-only -mno-red-zone -mcmodel=small -I$here"
+
+mkdir -p "$work"
+objs=""
+for src in "$@"; do
+    case $src in
+    *.c | *.S) ;;
+    *) continue ;;
+    esac
+    obj="$work/$(basename "$src").o"
+    # shellcheck disable=SC2086
+    $CC $CFLAGS -c "$src" -o "$obj"
+    objs="$objs $obj"
+done
+# shellcheck disable=SC2086
+$LD -nostdlib -static -z max-page-size=0x1000 -z noexecstack --no-warn-rwx-segments \
+    -T "$here/linker.ld" -o "$work/tiny64.elf" $objs
+$OBJCOPY -O elf32-i386 --strip-debug "$work/tiny64.elf" "$out.tmp"
+mv "$out.tmp" "$out"
