@@ -28,8 +28,12 @@ for src in "$@"; do
     $CC $CFLAGS -c "$src" -o "$obj"
     objs="$objs $obj"
 done
+# One RWX segment is intended; binutils >= 2.39 would warn about it.
+ldflags="-nostdlib -static -z max-page-size=0x1000 -z noexecstack"
+if $LD --help 2>/dev/null | grep -q -- --no-warn-rwx-segments; then
+    ldflags="$ldflags --no-warn-rwx-segments"
+fi
 # shellcheck disable=SC2086
-$LD -nostdlib -static -z max-page-size=0x1000 -z noexecstack --no-warn-rwx-segments \
-    -T "$here/linker.ld" -o "$work/tiny64.elf" $objs
+$LD $ldflags -T "$here/linker.ld" -o "$work/tiny64.elf" $objs
 $OBJCOPY -O elf32-i386 --strip-debug "$work/tiny64.elf" "$out.tmp"
 mv "$out.tmp" "$out"
