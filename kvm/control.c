@@ -35,7 +35,7 @@ void control_open(struct control *c, const char *path)
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sa.sun_path))
         die("%s: control socket path too long", path);
-    snprintf(c->path, sizeof(c->path), "%s", path);
+    memcpy(c->path, path, strlen(path) + 1);
     memcpy(sa.sun_path, path, strlen(path) + 1);
     c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (c->listen_fd < 0)
