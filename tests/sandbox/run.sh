@@ -1,0 +1,225 @@
+#!/bin/bash
+# run.sh [options] -- COMMAND... -- run COMMAND inside the QEMU TCG sandbox, a
+# Linux VM whose /dev/kvm works (nested SVM), and exit with COMMAND's status.
+#
+# The sandbox boots Debian's kernel (the one guest-images/linux/build.sh fetches)
+# with a small uncompressed initramfs, mounts this host's root read-only over
+# virtio-9p, the repository read-write at the same path, and runs COMMAND via
+# bash in a chroot of it, in the current directory. See README.md.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+log() { echo "sandbox: $*"; }
+die() { echo "sandbox: error: $*" >&2; exit 2; }
+
+usage() {
+    cat <<EOF
+usage: $0 [options] -- COMMAND [ARG...]
+  --mem SIZE        sandbox memory (default 3G)
+  --cpus N          sandbox vCPUs, 1 or 2 (default 2)
+  --disk FILE       attach FILE as a virtio-blk disk (/dev/vda, vdb, ...); may repeat
+  --timeout SEC     kill the sandbox after SEC seconds and exit 124 (default 1800)
+  --env NAME=VALUE  set a variable for COMMAND; may repeat
+  --timestamps      prefix each output line with the host-side elapsed time
+  --verbose         show the sandbox kernel's boot messages (default: errors hidden)
+  --build-dir DIR   sandbox initramfs cache (default $repo/build/sandbox)
+  --guest-dir DIR   Linux guest image (kernel source) (default $repo/build/guest)
+COMMAND runs as root in a chroot of this host's root (read-only; the repository is
+read-write; /tmp, /var/tmp, /run are empty tmpfs) with cwd = the current directory.
+EOF
+    exit "${1:-2}"
+}
+
+mem=3G
+cpus=2
+timeout=1800
+timestamps=0
+klog="quiet loglevel=3"
+build_dir=$repo/build/sandbox
+guest_dir=$repo/build/guest
+disks=()
+envs=()
+while [ $# -gt 0 ]; do
+    opt=$1
+    case $opt in
+    --) shift; break ;;
+    -h | --help) usage 0 ;;
+    --timestamps) timestamps=1; shift; continue ;;
+    --verbose) klog=; shift; continue ;;
+    --*=*) val=${opt#*=}; opt=${opt%%=*}; shift ;;
+    --*) [ $# -ge 2 ] || die "option $opt needs a value"; val=$2; shift 2 ;;
+    *) echo "sandbox: error: expected options then -- COMMAND, got '$opt'" >&2; usage ;;
+    esac
+    case $opt in
+    --mem) mem=$val ;;
+    --cpus) cpus=$val ;;
+    --disk) disks+=("$val") ;;
+    --timeout) timeout=$val ;;
+    --env) envs+=("$val") ;;
+    --build-dir) build_dir=$val ;;
+    --guest-dir) guest_dir=$val ;;
+    *) die "unknown option $opt (see --help)" ;;
+    esac
+done
+[ $# -gt 0 ] || usage
+case $cpus in 1 | 2) ;; *) die "--cpus must be 1 or 2, got '$cpus'" ;; esac
+case $timeout in '' | *[!0-9]*) die "--timeout must be a number of seconds, got '$timeout'" ;; esac
+for e in ${envs[@]+"${envs[@]}"}; do
+    [[ $e =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env wants NAME=VALUE, got '$e'"
+done
+for d in ${disks[@]+"${disks[@]}"}; do
+    [ -f "$d" ] || [ -b "$d" ] || die "--disk $d: no such file"
+done
+qemu_bin=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
+
+log "running inside QEMU TCG (nested SVM), $cpus vCPU, $mem, timeout ${timeout}s:$(printf ' %q' "$@")"
+start=$EPOCHREALTIME
+
+# --- images: the guest build provides the kernel and its modules -----------------
+"$repo/guest-images/linux/build.sh" "$guest_dir" || die "guest image build failed ($guest_dir)"
+kver=$(cat "$guest_dir/kernel-version")
+moddir=$guest_dir/linux-pkg/lib/modules/$kver
+
+mkdir -p "$build_dir"
+build_dir=$(cd "$build_dir" && pwd)
+cpio_img=$build_dir/sandbox.cpio
+sandbox_modules=(irqbypass ccp kvm kvm-amd virtio_pci 9pnet_virtio 9p virtio_blk)
+
+build_initramfs() {
+    local busybox stage hash m applet
+    busybox=$(command -v busybox) || die "busybox not found (apt-get install busybox-static)"
+    hash=$({
+        cat "$guest_dir/kernel-package"
+        printf '%s\n' "${sandbox_modules[@]}"
+        stat -L -c '%n %s %Y' "$busybox"
+        cat "$here/init" "$repo/guest-images/linux/modorder.sh"
+    } | sha256sum | awk '{ print $1 }')
+    if [ -f "$cpio_img" ] && [ "$(cat "$build_dir/.stamp" 2>/dev/null)" = "$hash" ]; then
+        return 0
+    fi
+    log "building the sandbox initramfs ($kver)"
+    stage=$build_dir/.stage
+    rm -rf "$stage"
+    mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,etc,newroot}
+    cp "$busybox" "$stage/bin/busybox"
+    while read -r applet; do
+        [ "$applet" = bin/busybox ] && continue
+        ln -sf /bin/busybox "$stage/$applet"
+    done < <("$busybox" --list-full)
+    while read -r m; do
+        mkdir -p "$stage/lib/modules/$kver/$(dirname "$m")"
+        cp "$moddir/$m" "$stage/lib/modules/$kver/$m"
+        echo "/lib/modules/$kver/$m" >>"$stage/etc/modules-load"
+    done < <("$repo/guest-images/linux/modorder.sh" "$moddir" "${sandbox_modules[@]}")
+    cp "$here/init" "$stage/init"
+    chmod 755 "$stage/init"
+    if [ "$(id -u)" = 0 ]; then
+        mknod -m 600 "$stage/dev/console" c 5 1
+    fi
+    # Uncompressed: under TCG the kernel would spend seconds inflating.
+    (cd "$stage" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
+        cpio --null -o -H newc --owner=0:0 --quiet) >"$cpio_img.tmp"
+    mv "$cpio_img.tmp" "$cpio_img"
+    rm -rf "$stage"
+    echo "$hash" >"$build_dir/.stamp"
+}
+(
+    flock 9
+    build_initramfs
+) 9>"$build_dir/.lock"
+
+# --- the control share: the command in, the exit status out ------------------------
+ctl=$(mktemp -d "$build_dir/run.XXXXXX")
+# shellcheck disable=SC2317 # called from the traps
+cleanup() { rm -rf "$ctl"; }
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+
+sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # quote for sh
+echo "REPO=$(sq "$repo")" >"$ctl/env"
+{
+    echo "# generated by tests/sandbox/run.sh"
+    for v in PATH HOME USER LOGNAME LANG LANGUAGE LC_ALL LC_CTYPE TERM TZ CI; do
+        if [ -n "${!v+x}" ]; then printf 'export %s=%q\n' "$v" "${!v}"; fi
+    done
+    while read -r v; do
+        printf 'export %s=%q\n' "$v" "${!v}"
+    done < <(compgen -e | grep '^NVMEVM_' || true)
+    for e in ${envs[@]+"${envs[@]}"}; do
+        printf 'export %s=%q\n' "${e%%=*}" "${e#*=}"
+    done
+    printf 'cd %q 2>/dev/null || { echo "sandbox: warning: %q is not visible inside, running in /"; cd /; }\n' \
+        "$PWD" "$PWD"
+    printf 'exec'
+    printf ' %q' "$@"
+    printf '\n'
+} >"$ctl/cmd.sh"
+case $PWD/ in
+"$repo"/*) ;;
+/tmp/* | /var/tmp/* | /run/* | /dev/* | /proc/* | /sys/*)
+    log "warning: $PWD is hidden by a tmpfs inside the sandbox; COMMAND will run in /" ;;
+esac
+
+# --- QEMU --------------------------------------------------------------------------
+qesc() { printf '%s' "${1//,/,,}"; } # commas are doubled inside QEMU option values
+kernel=$guest_dir/vmlinuz
+if [ -f "$guest_dir/vmlinux" ]; then
+    kernel=$guest_dir/vmlinux # decompressed ELF, PVH entry: ~3 s faster under TCG
+fi
+qemu=("$qemu_bin" -accel tcg -cpu max -smp "$cpus" -m "$mem"
+    -display none -nodefaults -no-reboot -no-user-config
+    -chardev "stdio,id=con" -serial "chardev:con"
+    -kernel "$kernel" -initrd "$cpio_img"
+    -append "console=ttyS0 $klog reboot=k panic=-1"
+    -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
+    -virtfs "local,path=$(qesc "$repo"),mount_tag=repo,security_model=none,multidevs=remap"
+    -virtfs "local,path=$(qesc "$ctl"),mount_tag=ctl,security_model=none")
+if [ -f /usr/share/qemu/qboot.rom ]; then
+    qemu+=(-bios /usr/share/qemu/qboot.rom) # no SeaBIOS banner, boots faster
+fi
+i=0
+for d in ${disks[@]+"${disks[@]}"}; do
+    qemu+=(-drive "file=$(qesc "$d"),if=none,id=disk$i,format=raw"
+        -device "virtio-blk-pci,drive=disk$i")
+    i=$((i + 1))
+done
+
+filter() {
+    if [ "$timestamps" = 1 ]; then
+        local line now
+        while IFS= read -r line || [ -n "$line" ]; do
+            now=$EPOCHREALTIME
+            printf '[%7.2f] %s\n' "$(awk -v a="$start" -v b="$now" 'BEGIN { print b - a }')" \
+                "${line//$'\r'/}"
+        done
+    else
+        stdbuf -o0 tr -d '\r'
+    fi
+}
+
+set +e
+if [ -t 0 ] && [ -t 1 ] && [ "$timestamps" = 0 ]; then
+    # Interactive: the terminal goes to QEMU unfiltered (prompts without newlines).
+    timeout --foreground -k 10 "$timeout" "${qemu[@]}"
+    qemu_rc=$?
+else
+    timeout --foreground -k 10 "$timeout" "${qemu[@]}" | filter
+    qemu_rc=${PIPESTATUS[0]}
+fi
+set -e
+
+elapsed=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
+    echo "sandbox: error: timed out after ${timeout}s, QEMU killed" >&2
+    exit 124
+fi
+if [ ! -s "$ctl/status" ]; then
+    echo "sandbox: error: the sandbox stopped without an exit status (QEMU exit $qemu_rc, after ${elapsed}s; see the output above)" >&2
+    exit 125
+fi
+status=$(cat "$ctl/status")
+log "done in ${elapsed}s, exit status $status"
+exit "$status"
