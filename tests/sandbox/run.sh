@@ -24,8 +24,8 @@ usage: $0 [options] -- COMMAND [ARG...]
   --env NAME=VALUE  set a variable for COMMAND; may repeat
   --timestamps      prefix each output line with the host-side elapsed time
   --verbose         show the sandbox kernel's boot messages (default: errors hidden)
-  --build-dir DIR   sandbox initramfs cache (default $repo/build/sandbox)
-  --guest-dir DIR   Linux guest image (kernel source) (default $repo/build/guest)
+  --build-dir DIR   sandbox initramfs cache (default \${NVMEVM_BUILD:-$repo/build}/sandbox)
+  --guest-dir DIR   Linux guest image, gives the kernel (default \${NVMEVM_BUILD:-...}/guest)
 COMMAND runs as root in a chroot of this host's root (read-only; the repository is
 read-write; /tmp, /var/tmp, /run are empty tmpfs) with cwd = the current directory.
 EOF
@@ -37,8 +37,9 @@ cpus=2
 timeout=1800
 timestamps=0
 klog="quiet loglevel=3"
-build_dir=$repo/build/sandbox
-guest_dir=$repo/build/guest
+build_root=${NVMEVM_BUILD:-$repo/build}
+build_dir=$build_root/sandbox
+guest_dir=$build_root/guest
 disks=()
 envs=()
 while [ $# -gt 0 ]; do
@@ -196,9 +197,15 @@ filter() {
                 "${line//$'\r'/}"
         done
     else
-        stdbuf -o0 tr -d '\r'
+        # Drop CRs (inner guests send \r\n) and the sandbox kernel's last words.
+        sed -u -e 's/\r//g' -e '/^\[ *[0-9.]*\] reboot: Power down$/d'
     fi
 }
+
+# QEMU's stdio chardev needs an open stdin (CI may run us with none).
+if ! (exec 3<&0) 2>/dev/null; then
+    exec </dev/null
+fi
 
 set +e
 if [ -t 0 ] && [ -t 1 ] && [ "$timestamps" = 0 ]; then
