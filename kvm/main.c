@@ -40,6 +40,9 @@ static void usage_run(FILE *f)
             "                   i8042.noaux/nomux/dumbkbd unless TEXT sets console=, reboot=\n"
             "                   or i8042. options itself (multiboot: passed unchanged)\n"
             "  --mem SIZE       guest RAM, with K/M/G suffix (default 512M)\n"
+            "  --mem-shared     back guest RAM with a memfd (MAP_SHARED) instead of anonymous\n"
+            "                   memory; it then gets huge pages only if the host enables\n"
+            "                   shmem THP\n"
             "  --cpus N         number of vCPUs, 1..64 (default 1)\n"
             "  --name NAME      VM name for the control socket (default vm-PID)\n"
             "  --control PATH   control socket path (default $XDG_RUNTIME_DIR/nvmevm/NAME.sock,\n"
@@ -136,6 +139,7 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         {"append", required_argument, NULL, 'a'}, {"mem", required_argument, NULL, 'm'},
         {"cpus", required_argument, NULL, 'c'},   {"name", required_argument, NULL, 'n'},
         {"control", required_argument, NULL, 'C'}, {"no-stdin", no_argument, NULL, 'S'},
+        {"mem-shared", no_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -155,6 +159,7 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         case 'n': o->name = optarg; break;
         case 'C': o->control = optarg; break;
         case 'S': o->read_stdin = false; break;
+        case 'M': o->cfg.mem_shared = true; break;
         case 'h': usage_run(stdout); exit(0);
         default: usage_run(stderr); exit(2);
         }

@@ -54,19 +54,32 @@ static void set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size, 
                   (unsigned long long)(size >> 20));
 }
 
+/*
+ * Anonymous memory by default: it gets transparent huge pages, and 2 MiB pages in the
+ * nested page tables made a Linux boot ~30% faster under nested KVM. A memfd (--mem-shared)
+ * only gets them where the host enables shmem THP (Debian: "never").
+ */
 static void create_ram(struct vm *vm)
 {
     uint64_t size = vm->cfg.mem_size;
-    vm->memfd = memfd_create("nvmevm-ram", MFD_CLOEXEC);
-    if (vm->memfd < 0)
-        die_errno("memfd_create");
-    if (ftruncate(vm->memfd, (off_t)size) < 0)
-        die_errno("guest RAM (%llu MiB)", (unsigned long long)(size >> 20));
-    void *host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, vm->memfd,
-                      0);
+    void *host;
+    vm->memfd = -1;
+    if (vm->cfg.mem_shared) {
+        vm->memfd = memfd_create("nvmevm-ram", MFD_CLOEXEC);
+        if (vm->memfd < 0)
+            die_errno("memfd_create");
+        if (ftruncate(vm->memfd, (off_t)size) < 0)
+            die_errno("guest RAM (%llu MiB)", (unsigned long long)(size >> 20));
+        host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, vm->memfd, 0);
+    } else {
+        host = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    }
     if (host == MAP_FAILED)
         die_errno("mmap guest RAM (%llu MiB)", (unsigned long long)(size >> 20));
     madvise(host, size, MADV_HUGEPAGE);
+    /* Guest RAM in a core dump would be huge and may hold secrets. */
+    madvise(host, size, MADV_DONTDUMP);
     guest_mem_layout(&vm->mem, host, size, LAYOUT_PCI_HOLE);
     set_slot(vm, 0, 0, vm->mem.low_size, host);
     if (vm->mem.high_size)
@@ -426,7 +439,8 @@ void vm_destroy(struct vm *vm)
     munmap(vm->mem.host, vm->mem.size);
     free(vm->mem.dirty);
     free(vm->supported_cpuid);
-    close(vm->memfd);
+    if (vm->memfd >= 0)
+        close(vm->memfd);
     close(vm->vm_fd);
     close(vm->kvm_fd);
     close(vm->stop_efd);

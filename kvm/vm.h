@@ -24,6 +24,7 @@ struct vm_config {
     const char *initrd;
     const char *append;
     int console_out_fd; /* where the UART writes (stdout) */
+    bool mem_shared;    /* guest RAM in a memfd (MAP_SHARED) instead of anonymous memory */
 };
 
 enum boot_kind { BOOT_LINUX64, BOOT_MULTIBOOT };
@@ -32,7 +33,7 @@ struct vm {
     struct vm_config cfg;
     int kvm_fd;
     int vm_fd;
-    int memfd;
+    int memfd; /* -1 unless cfg.mem_shared */
     struct guest_mem mem;
     size_t run_size;
     bool tsc_deadline;

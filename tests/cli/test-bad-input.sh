@@ -74,7 +74,7 @@ fi
 # --help documents every option.
 help=$("$NVMEVM" run --help)
 missing=""
-for opt in --kernel --initrd --append --mem --cpus --name --control --no-stdin; do
+for opt in --kernel --initrd --append --mem --mem-shared --cpus --name --control --no-stdin; do
     grep -q -- "$opt" <<<"$help" || missing+=" $opt"
 done
 if [ -z "$missing" ]; then t_pass cli/run-help; else t_fail cli/run-help "missing:$missing"; fi
