@@ -1,0 +1,146 @@
+#include "kvm/msix.h"
+
+#include <string.h>
+
+#define MC_ENABLE      0x8000
+#define MC_FUNC_MASK   0x4000
+#define VC_MASKED      0x1
+#define ENTRY_ADDR_LO  0
+#define ENTRY_ADDR_HI  1
+#define ENTRY_DATA     2
+#define ENTRY_CTRL     3
+
+void msix_init(struct msix *m, unsigned nvec, const struct msix_ops *ops, void *opaque)
+{
+    memset(m, 0, sizeof(*m));
+    pthread_mutex_init(&m->lock, NULL);
+    m->nvec = nvec > MSIX_MAX_VECTORS ? MSIX_MAX_VECTORS : nvec;
+    m->ops = ops;
+    m->opaque = opaque;
+    /* Vectors come out of reset masked (PCI spec). */
+    for (unsigned v = 0; v < m->nvec; v++)
+        m->table[v][ENTRY_CTRL] = VC_MASKED;
+}
+
+void msix_cap_build(struct msix *m, uint8_t *cfg, uint8_t *wmask, uint8_t cap_off, uint8_t next,
+                    uint8_t bir, uint32_t table_off, uint32_t pba_off)
+{
+    m->cap_off = cap_off;
+    uint16_t mc = (uint16_t)(m->nvec - 1);
+    uint32_t table = table_off | bir, pba = pba_off | bir;
+    cfg[cap_off] = MSIX_CAP_ID;
+    cfg[cap_off + 1] = next;
+    memcpy(cfg + cap_off + 2, &mc, 2);
+    memcpy(cfg + cap_off + 4, &table, 4);
+    memcpy(cfg + cap_off + 8, &pba, 4);
+    wmask[cap_off + 3] = (MC_ENABLE | MC_FUNC_MASK) >> 8;
+}
+
+static uint64_t entry_addr(const struct msix *m, unsigned v)
+{
+    return (uint64_t)m->table[v][ENTRY_ADDR_HI] << 32 | m->table[v][ENTRY_ADDR_LO];
+}
+
+static bool vector_masked(const struct msix *m, unsigned v)
+{
+    return !m->enabled || m->func_masked || (m->table[v][ENTRY_CTRL] & VC_MASKED);
+}
+
+static void route_update(struct msix *m, unsigned v)
+{
+    if (m->ops->route_changed)
+        m->ops->route_changed(m->opaque, v, entry_addr(m, v), m->table[v][ENTRY_DATA],
+                              vector_masked(m, v));
+}
+
+/* Delivers vectors whose pending bit is set and that are no longer masked. Lock held. */
+static void flush_pending(struct msix *m)
+{
+    for (unsigned v = 0; v < m->nvec; v++) {
+        uint64_t bit = 1ULL << (v % 64);
+        if ((m->pba[v / 64] & bit) && !vector_masked(m, v)) {
+            m->pba[v / 64] &= ~bit;
+            m->ops->deliver(m->opaque, v, entry_addr(m, v), m->table[v][ENTRY_DATA]);
+        }
+    }
+}
+
+void msix_cfg_written(struct msix *m, const uint8_t *cfg)
+{
+    uint16_t mc;
+    memcpy(&mc, cfg + m->cap_off + 2, 2);
+    pthread_mutex_lock(&m->lock);
+    bool was_enabled = m->enabled, was_masked = m->func_masked;
+    m->enabled = mc & MC_ENABLE;
+    m->func_masked = mc & MC_FUNC_MASK;
+    if (was_enabled != m->enabled || was_masked != m->func_masked) {
+        for (unsigned v = 0; v < m->nvec; v++)
+            route_update(m, v);
+        flush_pending(m);
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+void msix_table_io(struct msix *m, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
+{
+    /* The spec allows aligned 32- and 64-bit accesses only; anything else reads 0. */
+    if ((len != 4 && len != 8) || (off & (len - 1)) || off + len > m->nvec * MSIX_ENTRY_SIZE) {
+        if (!is_write)
+            memset(data, 0, len);
+        return;
+    }
+    pthread_mutex_lock(&m->lock);
+    for (uint32_t done = 0; done < len; done += 4) {
+        unsigned v = (unsigned)((off + done) / MSIX_ENTRY_SIZE);
+        unsigned w = (unsigned)(((off + done) % MSIX_ENTRY_SIZE) / 4);
+        if (!is_write) {
+            memcpy(data + done, &m->table[v][w], 4);
+            continue;
+        }
+        uint32_t val;
+        memcpy(&val, data + done, 4);
+        if (w == ENTRY_CTRL)
+            val &= VC_MASKED; /* other bits are reserved */
+        if (m->table[v][w] == val)
+            continue;
+        m->table[v][w] = val;
+        route_update(m, v);
+        if (w == ENTRY_CTRL)
+            flush_pending(m);
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+void msix_pba_io(struct msix *m, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
+{
+    if (is_write)
+        return; /* read-only */
+    memset(data, 0, len);
+    pthread_mutex_lock(&m->lock);
+    for (uint32_t i = 0; i < len; i++) {
+        uint64_t byte = off + i;
+        if (byte < sizeof(m->pba))
+            data[i] = (uint8_t)(m->pba[byte / 8] >> (8 * (byte % 8)));
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+void msix_notify(struct msix *m, unsigned vec)
+{
+    if (vec >= m->nvec)
+        return;
+    pthread_mutex_lock(&m->lock);
+    if (vector_masked(m, vec))
+        m->pba[vec / 64] |= 1ULL << (vec % 64);
+    else
+        m->ops->deliver(m->opaque, vec, entry_addr(m, vec), m->table[vec][ENTRY_DATA]);
+    pthread_mutex_unlock(&m->lock);
+}
+
+bool msix_is_enabled(struct msix *m)
+{
+    pthread_mutex_lock(&m->lock);
+    bool e = m->enabled;
+    pthread_mutex_unlock(&m->lock);
+    return e;
+}
