@@ -182,6 +182,7 @@ void vm_create(struct vm *vm, const struct vm_config *cfg)
     if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
         die_errno("KVM_CREATE_PIT2");
 
+    irq_router_init(&vm->irq, vm->vm_fd);
     create_ram(vm);
     create_devices(vm);
     fetch_supported_cpuid(vm);
@@ -267,7 +268,8 @@ static void build_gdt(struct vm *vm)
 static void write_mptable(struct vm *vm)
 {
     uint8_t *buf = gpa_ptr(&vm->mem, LAYOUT_MPTABLE, 0x10000);
-    if (!buf || !mptable_build(buf, 0x10000, (uint32_t)LAYOUT_MPTABLE, vm->ncpus, NULL, 0))
+    if (!buf || !mptable_build(buf, 0x10000, (uint32_t)LAYOUT_MPTABLE, vm->ncpus, vm->pci_irqs,
+                               vm->n_pci_irqs))
         die("cannot build the MP table");
 }
 
@@ -362,6 +364,17 @@ void vm_load_kernel(struct vm *vm)
     unmap_file(&k);
     for (int i = 0; i < vm->ncpus; i++)
         vcpu_setup_boot(vm->vcpus[i]);
+}
+
+/* IOAPIC pins 16-23 are free for PCI: ISA devices use 0-15. */
+unsigned vm_add_pci_intx(struct vm *vm, uint8_t slot)
+{
+    if (vm->n_pci_irqs >= VM_MAX_PCI_IRQS)
+        die("too many PCI devices with INTx");
+    unsigned pin = 16 + (unsigned)vm->n_pci_irqs;
+    vm->pci_irqs[vm->n_pci_irqs++] =
+        (struct mptable_pci_irq){.slot = slot, .pin = 0, .ioapic_pin = (uint8_t)pin};
+    return pin;
 }
 
 /* ---- lifecycle ---- */

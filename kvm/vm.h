@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "kvm/irq.h"
+#include "kvm/mptable.h"
 #include "util/guest_mem.h"
 
 #define VM_MAX_CPUS 64
@@ -16,6 +18,8 @@ struct i8042;
 struct debug_exit;
 struct rtc;
 struct vcpu;
+struct nvme_pci;
+#define VM_MAX_PCI_IRQS 8
 
 struct vm_config {
     uint64_t mem_size;
@@ -46,6 +50,10 @@ struct vm {
     struct i8042 *kbd;
     struct debug_exit *dbg;
     struct rtc *rtc;
+    struct irq_router irq;
+    struct mptable_pci_irq pci_irqs[VM_MAX_PCI_IRQS];
+    int n_pci_irqs;
+    struct nvme_pci *nvme;
 
     enum boot_kind boot;
     uint64_t entry;     /* first instruction */
@@ -65,6 +73,9 @@ struct vm {
     int stop_efd; /* readable once the VM has been asked to stop */
 };
 
+/* Wires INTA# of PCI slot to a free IOAPIC pin (listed in the MP table); returns the GSI. */
+unsigned vm_add_pci_intx(struct vm *vm, uint8_t slot);
+
 /* Opens /dev/kvm, creates the VM, RAM, irqchip, PIT, devices and vCPUs. Dies on error. */
 void vm_create(struct vm *vm, const struct vm_config *cfg);
 /* Loads cfg.kernel (bzImage or multiboot) and prepares boot state. Dies on error. */
@@ -80,6 +91,9 @@ void vm_request_stop(struct vm *vm, int status);
 /* Joins the vCPU threads; returns the exit status. */
 int vm_join(struct vm *vm);
 void vm_destroy(struct vm *vm);
+
+/* Wires INTA# of PCI slot to a free IOAPIC pin (listed in the MP table); returns the GSI. */
+unsigned vm_add_pci_intx(struct vm *vm, uint8_t slot);
 
 /* Opens /dev/kvm with a one-line error on failure. */
 int kvm_open_dev(void);

@@ -1,0 +1,261 @@
+#include "kvm/nvme_pci.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvm/irq.h"
+#include "kvm/msix.h"
+#include "kvm/pci.h"
+#include "kvm/vm.h"
+#include "util/log.h"
+
+/* BAR0: registers and doorbells (the model), then the MSI-X table and PBA. */
+#define BAR0_MSIX_TABLE 0x2000
+#define BAR0_MSIX_PBA   0x3000
+#define MSIX_CAP_OFF    0x40
+#define NVMEVM_VENDOR   0x1b36 /* Red Hat's range for virtual devices; device id our own */
+#define NVMEVM_DEVICE   0x00f0
+#define CLASS_NVME      0x010802
+#define PCI_STATUS_CAPS 0x10
+
+struct nvme_pci {
+    struct vm *vm;
+    struct pci_dev pdev;
+    struct msix msix;
+    struct nvme_ctrl *ctrl;
+    unsigned gsi[NVME_NR_VECTORS];
+    int irqfd[NVME_NR_VECTORS];
+    unsigned intx_gsi;
+    unsigned poll_us;
+
+    pthread_t thread;
+    bool running;
+    atomic_bool stop;
+    int kick_efd;
+    int epfd;
+};
+
+/* ---- interrupts ---- */
+
+static void msix_deliver(void *opaque, unsigned vec, uint64_t addr, uint32_t data)
+{
+    struct nvme_pci *n = opaque;
+    (void)addr;
+    (void)data;
+    uint64_t one = 1;
+    if (n->irqfd[vec] >= 0 && write(n->irqfd[vec], &one, sizeof(one)) < 0 && errno != EAGAIN)
+        warn_errno("irqfd write (vector %u)", vec);
+}
+
+static void msix_route(void *opaque, unsigned vec, uint64_t addr, uint32_t data, bool masked)
+{
+    struct nvme_pci *n = opaque;
+    (void)masked;
+    if (n->irqfd[vec] >= 0)
+        irq_msi_update(&n->vm->irq, n->gsi[vec], addr, data);
+}
+
+static const struct msix_ops msix_ops = {.deliver = msix_deliver, .route_changed = msix_route};
+
+static void host_msix_notify(void *opaque, uint16_t vector)
+{
+    struct nvme_pci *n = opaque;
+    msix_notify(&n->msix, vector);
+}
+
+static void host_intx_set(void *opaque, int level)
+{
+    struct nvme_pci *n = opaque;
+    uint16_t cmd;
+    memcpy(&cmd, n->pdev.cfg + 0x04, 2);
+    if (cmd & 0x400) /* INTx disabled by the guest */
+        level = 0;
+    irq_line(&n->vm->irq, n->intx_gsi, level);
+}
+
+static void host_kick(void *opaque)
+{
+    struct nvme_pci *n = opaque;
+    uint64_t one = 1;
+    if (write(n->kick_efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        warn_errno("I/O thread kick");
+}
+
+static const struct nvme_host_ops host_ops = {
+    .msix_notify = host_msix_notify, .intx_set = host_intx_set, .kick = host_kick};
+
+/* ---- BAR0 and config space ---- */
+
+static uint64_t le_load(const uint8_t *d, uint32_t len)
+{
+    uint64_t v = 0;
+    for (uint32_t i = 0; i < len && i < 8; i++)
+        v |= (uint64_t)d[i] << (8 * i);
+    return v;
+}
+
+static void le_store(uint8_t *d, uint32_t len, uint64_t v)
+{
+    for (uint32_t i = 0; i < len && i < 8; i++)
+        d[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void bar0_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
+{
+    struct nvme_pci *n = opaque;
+    if (off >= BAR0_MSIX_PBA) {
+        msix_pba_io(&n->msix, off - BAR0_MSIX_PBA, data, len, is_write);
+    } else if (off >= BAR0_MSIX_TABLE) {
+        msix_table_io(&n->msix, off - BAR0_MSIX_TABLE, data, len, is_write);
+    } else if (is_write) {
+        nvme_ctrl_mmio_write(n->ctrl, off, le_load(data, len), len);
+    } else {
+        le_store(data, len, nvme_ctrl_mmio_read(n->ctrl, off, len));
+    }
+}
+
+static void cfg_written(struct pci_dev *d, uint32_t off, uint32_t len)
+{
+    struct nvme_pci *n = d->opaque;
+    (void)off;
+    (void)len;
+    msix_cfg_written(&n->msix, d->cfg);
+    nvme_ctrl_set_msix(n->ctrl, msix_is_enabled(&n->msix));
+}
+
+static void build_config_space(struct nvme_pci *n)
+{
+    uint8_t *cfg = n->pdev.cfg;
+    uint16_t vendor = NVMEVM_VENDOR, device = NVMEVM_DEVICE, status = PCI_STATUS_CAPS;
+    uint32_t class_rev = (uint32_t)CLASS_NVME << 8 | 0x01;
+    memcpy(cfg + 0x00, &vendor, 2);
+    memcpy(cfg + 0x02, &device, 2);
+    memcpy(cfg + 0x06, &status, 2);
+    memcpy(cfg + 0x08, &class_rev, 4);
+    memcpy(cfg + 0x2c, &vendor, 2); /* subsystem vendor / id */
+    memcpy(cfg + 0x2e, &device, 2);
+    cfg[0x34] = MSIX_CAP_OFF;
+    cfg[0x3d] = 1; /* INTA# */
+    msix_cap_build(&n->msix, cfg, n->pdev.wmask, MSIX_CAP_OFF, 0, 0, BAR0_MSIX_TABLE,
+                   BAR0_MSIX_PBA);
+    n->pdev.bar[0] = (struct pci_bar){.kind = PCI_BAR_MEM64, .size = NVME_BAR0_SIZE,
+                                      .fn = bar0_io, .opaque = n};
+    n->pdev.cfg_written = cfg_written;
+    n->pdev.opaque = n;
+}
+
+/* ---- I/O thread ---- */
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void epoll_add(struct nvme_pci *n, int fd)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    if (epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 && errno != EEXIST)
+        warn_errno("epoll_ctl");
+}
+
+static void *io_thread(void *arg)
+{
+    struct nvme_pci *n = arg;
+    pthread_setname_np(pthread_self(), "nvme-io");
+    int fds[NVME_MAX_NAMESPACES + 1];
+    int nfds = nvme_ctrl_completion_fds(n->ctrl, fds, NVME_MAX_NAMESPACES);
+    for (int i = 0; i < nfds; i++)
+        if (fds[i] >= 0)
+            epoll_add(n, fds[i]);
+    epoll_add(n, n->kick_efd);
+    uint64_t last_work = now_us();
+    while (!atomic_load(&n->stop)) {
+        if (nvme_ctrl_process(n->ctrl)) {
+            last_work = now_us();
+            continue;
+        }
+        /* Polling mode: keep looking for work a while before paying for a wakeup. */
+        bool spinning = n->poll_us && now_us() - last_work < n->poll_us;
+        struct epoll_event ev[8];
+        int r = epoll_wait(n->epfd, ev, 8, spinning ? 0 : 100);
+        for (int i = 0; i < r; i++) {
+            uint64_t v;
+            if (read(ev[i].data.fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+                warn_errno("I/O thread eventfd");
+        }
+    }
+    return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+struct nvme_pci *nvme_pci_create(struct vm *vm, const struct nvme_pci_config *cfg)
+{
+    struct nvme_pci *n = calloc(1, sizeof(*n));
+    if (!n)
+        die("out of memory");
+    n->vm = vm;
+    n->poll_us = cfg->poll_us;
+    n->kick_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    n->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (n->kick_efd < 0 || n->epfd < 0)
+        die_errno("nvme I/O thread setup");
+    msix_init(&n->msix, NVME_NR_VECTORS, &msix_ops, n);
+    for (unsigned v = 0; v < NVME_NR_VECTORS; v++) {
+        n->irqfd[v] = irq_msi_alloc(&vm->irq, &n->gsi[v]);
+        if (n->irqfd[v] < 0)
+            die_errno("cannot set up MSI-X vector %u (irqfd)", v);
+    }
+    n->ctrl = nvme_ctrl_new(&cfg->ctrl, &vm->mem, &host_ops, n);
+    if (!n->ctrl)
+        die("cannot create the NVMe controller");
+    build_config_space(n);
+    int err = pci_add_device(vm->pci, &n->pdev);
+    if (err < 0)
+        die("cannot add the NVMe function to the PCI bus: %s", strerror(-err));
+    n->intx_gsi = vm_add_pci_intx(vm, n->pdev.slot);
+    n->pdev.cfg[0x3c] = (uint8_t)n->intx_gsi;
+    return n;
+}
+
+void nvme_pci_start(struct nvme_pci *n)
+{
+    atomic_store(&n->stop, false);
+    int err = pthread_create(&n->thread, NULL, io_thread, n);
+    if (err)
+        die("cannot start the NVMe I/O thread: %s", strerror(err));
+    n->running = true;
+}
+
+void nvme_pci_stop(struct nvme_pci *n)
+{
+    if (!n->running)
+        return;
+    atomic_store(&n->stop, true);
+    host_kick(n);
+    pthread_join(n->thread, NULL);
+    n->running = false;
+}
+
+void nvme_pci_free(struct nvme_pci *n)
+{
+    if (!n)
+        return;
+    nvme_pci_stop(n);
+    nvme_ctrl_free(n->ctrl);
+    for (unsigned v = 0; v < NVME_NR_VECTORS; v++)
+        if (n->irqfd[v] >= 0)
+            close(n->irqfd[v]);
+    close(n->kick_efd);
+    close(n->epfd);
+    free(n);
+}
