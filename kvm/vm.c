@@ -25,6 +25,7 @@
 #include "kvm/rtc.h"
 #include "kvm/uart.h"
 #include "kvm/vcpu.h"
+#include "kvm/vmlinux.h"
 #include "util/log.h"
 
 int kvm_open_dev(void)
@@ -273,8 +274,30 @@ static void write_mptable(struct vm *vm)
         die("cannot build the MP table");
 }
 
-static void load_linux(struct vm *vm, struct file_map *k, const struct bzimage_info *info)
+/* Loads the kernel image; returns the end of the memory the kernel needs. */
+static uint64_t load_linux_image(struct vm *vm, struct file_map *k,
+                                 const struct bzimage_info *info)
 {
+    struct vmlinux vl;
+    char err[160];
+    if (vmlinux_from_bzimage(k->data, k->size, info, vmlinux_cache_dir(), &vl, err,
+                             sizeof(err)) == 0) {
+        if (vl.end > vm->mem.low_size)
+            die("--mem %lluM is too small for %s (it needs %llu MiB)",
+                (unsigned long long)(vm->mem.size >> 20), k->path,
+                (unsigned long long)((vl.end >> 20) + 1));
+        for (int i = 0; i < vl.nseg; i++) {
+            const struct vmlinux_segment *s = &vl.seg[i];
+            copy_to_guest(vm, s->paddr, vl.data + s->file_off, s->file_len, "kernel");
+            memset(gpa_ptr(&vm->mem, s->paddr, s->mem_len) + s->file_len, 0,
+                   s->mem_len - s->file_len);
+        }
+        vm->entry = vl.entry;
+        uint64_t end = vl.end;
+        vmlinux_release(&vl);
+        return end;
+    }
+    debug_msg("%s: booting through the guest's decompressor: %s", k->path, err);
     uint64_t kernel_end = LAYOUT_KERNEL + (info->init_size > info->pm_size ? info->init_size
                                                                            : info->pm_size);
     if (kernel_end > vm->mem.low_size)
@@ -282,6 +305,13 @@ static void load_linux(struct vm *vm, struct file_map *k, const struct bzimage_i
             (unsigned long long)(vm->mem.size >> 20), k->path,
             (unsigned long long)((kernel_end >> 20) + 1));
     copy_to_guest(vm, LAYOUT_KERNEL, k->data + info->setup_size, info->pm_size, "kernel");
+    vm->entry = LAYOUT_KERNEL + 0x200;
+    return kernel_end;
+}
+
+static void load_linux(struct vm *vm, struct file_map *k, const struct bzimage_info *info)
+{
+    uint64_t kernel_end = load_linux_image(vm, k, info);
 
     char cmdline[LAYOUT_CMDLINE_MAX];
     if (cmdline_compose(cmdline, sizeof(cmdline), vm->cfg.append) < 0 ||
@@ -310,7 +340,6 @@ static void load_linux(struct vm *vm, struct file_map *k, const struct bzimage_i
     build_gdt(vm);
     write_mptable(vm);
     vm->boot = BOOT_LINUX64;
-    vm->entry = LAYOUT_KERNEL + 0x200;
     vm->boot_arg = LAYOUT_ZERO_PAGE;
 }
 

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
     build-essential meson ninja-build pkg-config clang-format
-    linux-libc-dev liburing-dev libnvme-dev libjson-c-dev libcriterion-dev
+    linux-libc-dev liburing-dev libnvme-dev libjson-c-dev liblzma-dev libcriterion-dev
     qemu-system-x86 busybox-static cpio lz4 kmod
     fio nvme-cli util-linux procps
     python3 python3-matplotlib
