@@ -118,5 +118,6 @@ static inline int blk_completion_fd(struct blk_queue *q)
 extern const struct blk_backend_ops blk_uring_ops;
 
 /* Memory backend fault injection: requests overlapping [offset, offset + len) complete
- * with -err (err 0 removes the fault). Lets tests reach the model's media-error paths. */
+ * with -err (err 0 removes the fault); len 0 makes flushes fail. Lets tests reach the
+ * model's media-error paths. */
 void blk_mem_inject_error(struct blk_dev *d, uint64_t offset, uint64_t len, int err);

@@ -67,6 +67,11 @@ static int64_t fault_for(const struct mem_dev *m, const struct blk_req *r)
 {
     for (int i = 0; i < m->nr_faults; i++) {
         const struct mem_fault *f = &m->faults[i];
+        if (r->op == BLK_FLUSH) {
+            if (!f->len)
+                return -f->err; /* a zero-length fault fails flushes */
+            continue;
+        }
         if (r->len && r->offset < f->offset + f->len && f->offset < r->offset + r->len)
             return -f->err;
     }
