@@ -4,10 +4,6 @@
 # 4 when fio is missing (initrd-base.img).
 dev=/dev/nvme0n1
 size=${1:-16M}
-if ! command -v fio >/dev/null; then
-    echo "fio: fio is not in this initramfs (boot initrd.img, not initrd-base.img)"
-    exit 4
-fi
 # The nvme driver probes asynchronously: wait for the namespace if a controller is there.
 if [ ! -b $dev ] && [ -n "$(ls /sys/class/nvme 2>/dev/null)" ]; then
     i=0
@@ -19,6 +15,10 @@ fi
 if [ ! -b $dev ]; then
     echo "fio: no $dev (no NVMe disk attached or no namespace)"
     exit 3
+fi
+if ! command -v fio >/dev/null; then
+    echo "fio: fio is not in this initramfs (boot initrd.img, not initrd-base.img)"
+    exit 4
 fi
 fio --name=randrw --filename=$dev --size="$size" --rw=randrw --bs=4k \
     --ioengine=libaio --iodepth=16 --direct=1 --verify=crc32c --verify_fatal=1 \
