@@ -543,8 +543,7 @@ static void exec_copy(struct nvme_ctrl *c, struct nvme_req *r)
         return finish(c, r, SC_CMD(NVME_SC_CMD_SIZE_LIMIT_EXCEEDED) | DNR);
     if (!ns_writable(ns))
         return finish(c, r, SC_GEN(NVME_SC_NS_WRITE_PROTECTED) | DNR);
-    uint64_t chunk_max = max_xfer(c) >> ns->lba_shift;
-    struct io_ctx *x = ctx_new(r, chunk_max << ns->lba_shift);
+    struct io_ctx *x = ctx_new(r, 0); /* the bounce buffer is sized once ranges are known */
     if (!x)
         return finish(c, r, SC_GEN(NVME_SC_INTERNAL));
     x->nr = nr;
@@ -571,6 +570,12 @@ static void exec_copy(struct nvme_ctrl *c, struct nvme_req *r)
         if (nvme_ns_lba_bad(ns, slba, (uint64_t)le16toh(x->rng.copy[i].nlb) + 1))
             return finish(c, r, bad_status(c, r, slba));
     }
+    uint64_t chunk_max = max_xfer(c) >> ns->lba_shift;
+    uint64_t buflen = (total < chunk_max ? total : chunk_max) << ns->lba_shift;
+    x = realloc(x, sizeof(*x) + buflen);
+    if (!x)
+        return finish(c, r, SC_GEN(NVME_SC_INTERNAL));
+    r->bounce = x;
     copy_next(c, r, false);
 }
 

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -232,6 +234,33 @@ Test(block, write_zeroes_with_unmap_reads_back_zeroes)
 Test(block, discard_reads_back_zeroes)
 {
     zero_op_reads_zeroes(BLK_DISCARD, false);
+}
+
+/* tmpfs has PUNCH_HOLE but no ZERO_RANGE (-EOPNOTSUPP): the backend must write zeroes. */
+Test(block, write_zeroes_falls_back_to_writing_zeroes)
+{
+    struct statfs sf;
+    if (statfs("/dev/shm", &sf) < 0 || sf.f_type != TMPFS_MAGIC)
+        cr_skip_test("no tmpfs at /dev/shm to refuse FALLOC_FL_ZERO_RANGE");
+    strcpy(path, "/dev/shm/nvmevm-test-block-XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    size_t len = 1 << 20;
+    uint8_t *buf = aligned_buf(len, 0xcd);
+    cr_assert_eq(write(fd, buf, len), (ssize_t)len);
+    close(fd);
+    struct blk_dev *d = open_ok(false, BLK_CACHE_WRITEBACK);
+    struct blk_queue *q = blk_queue_new(d, 4);
+    /* 600 KiB + 100 bytes: several fallback chunks and an unaligned tail. */
+    cr_assert_eq(run(q, BLK_WRITE_ZEROES, 1000, NULL, 600 * 1024 + 100, false), 0);
+    cr_assert_eq(run(q, BLK_READ, 0, buf, len, false), (int64_t)len);
+    for (size_t i = 0; i < len; i++) {
+        bool zeroed = i >= 1000 && i < 1000 + 600 * 1024 + 100;
+        cr_assert_eq(buf[i], zeroed ? 0 : 0xcd, "byte %zu", i);
+    }
+    free(buf);
+    blk_queue_free(q);
+    blk_close(d);
 }
 
 Test(block, short_read_at_eof_fills_zeroes)
