@@ -161,6 +161,11 @@ bool host_peek(struct host *h, uint16_t qid, struct nvme_cqe *out)
     struct host_q *q = &h->q[qid];
     if (!q->depth)
         return false;
+    if (q->nstash) {
+        if (out)
+            *out = q->stash[0];
+        return true;
+    }
     struct nvme_cqe *e = host_ptr(h, q->cq + (uint64_t)q->cq_head * 16);
     if ((le16toh(__atomic_load_n(&e->status, __ATOMIC_ACQUIRE)) & 1) != q->phase)
         return false;
@@ -172,6 +177,12 @@ bool host_peek(struct host *h, uint16_t qid, struct nvme_cqe *out)
 bool host_poll(struct host *h, uint16_t qid, struct nvme_cqe *out)
 {
     struct host_q *q = &h->q[qid];
+    if (q->nstash) {
+        if (out)
+            *out = q->stash[0];
+        memmove(&q->stash[0], &q->stash[1], --q->nstash * sizeof(q->stash[0]));
+        return true;
+    }
     if (!host_peek(h, qid, out))
         return false;
     if (++q->cq_head == q->depth) {
@@ -199,16 +210,48 @@ uint16_t host_wait(struct host *h, uint16_t qid, struct nvme_cqe *out)
     return HOST_NO_CQE;
 }
 
+uint16_t host_wait_cid(struct host *h, uint16_t qid, uint16_t cid, struct nvme_cqe *out)
+{
+    struct host_q *q = &h->q[qid];
+    for (int i = 0; i < q->nstash; i++)
+        if (q->stash[i].cid == cid) {
+            struct nvme_cqe e = q->stash[i];
+            memmove(&q->stash[i], &q->stash[i + 1], (size_t)(--q->nstash - i) * sizeof(e));
+            if (out)
+                *out = e;
+            return cqe_sf(&e);
+        }
+    struct nvme_cqe e;
+    for (int i = 0; i < HOST_TIMEOUT; i++) {
+        int saved = q->nstash;
+        q->nstash = 0; /* take from the ring, not the stash */
+        bool got = host_poll(h, qid, &e);
+        q->nstash = saved;
+        if (got) {
+            if (e.cid == cid) {
+                if (out)
+                    *out = e;
+                return cqe_sf(&e);
+            }
+            if (q->nstash < 16)
+                q->stash[q->nstash++] = e;
+            continue;
+        }
+        host_process(h);
+    }
+    return HOST_NO_CQE;
+}
+
 uint16_t host_admin(struct host *h, struct nvme_sqe *cmd, struct nvme_cqe *out)
 {
-    host_submit(h, 0, cmd, false);
-    return host_wait(h, 0, out);
+    uint16_t cid = host_submit(h, 0, cmd, false);
+    return host_wait_cid(h, 0, cid, out);
 }
 
 uint16_t host_io(struct host *h, uint16_t qid, struct nvme_sqe *cmd, struct nvme_cqe *out)
 {
-    host_submit(h, qid, cmd, false);
-    return host_wait(h, qid, out);
+    uint16_t cid = host_submit(h, qid, cmd, false);
+    return host_wait_cid(h, qid, cid, out);
 }
 
 int host_create_io_queues(struct host *h, int n, uint32_t depth, int vector)

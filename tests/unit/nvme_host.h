@@ -34,6 +34,9 @@ struct host_q {
     uint32_t sq_tail, cq_head;
     uint8_t phase;
     bool shadow; /* ring through the shadow doorbell buffer, not MMIO */
+    /* CQEs consumed while waiting for another CID, handed out by host_poll first. */
+    struct nvme_cqe stash[16];
+    int nstash;
 };
 
 struct host {
@@ -81,6 +84,8 @@ bool host_poll(struct host *h, uint16_t qid, struct nvme_cqe *out);
 bool host_peek(struct host *h, uint16_t qid, struct nvme_cqe *out);
 /* Processes until a CQE arrives on qid (bounded); its status field, or HOST_NO_CQE. */
 uint16_t host_wait(struct host *h, uint16_t qid, struct nvme_cqe *out);
+/* Same, for the CQE of command cid (others are stashed for host_poll). */
+uint16_t host_wait_cid(struct host *h, uint16_t qid, uint16_t cid, struct nvme_cqe *out);
 
 /* Submit and wait (admin queue / an I/O queue). */
 uint16_t host_admin(struct host *h, struct nvme_sqe *cmd, struct nvme_cqe *out);
