@@ -1,10 +1,15 @@
 /*
  * The NVM I/O command set (emu/nvme_io.c) on the RAM block backend.
  *
- * The controller's queue, data-pointer and log code are replaced by small local stubs
- * (bottom of this file): commands go straight into nvme_io_exec and complete into
- * a record here. The data pointer stub takes PRP1 as one contiguous buffer (split in two
- * iovecs to exercise scatter) and checks it against guest RAM like the real one.
+ * This file builds two test programs:
+ *  - test_nvme_io: the controller's queue, data-pointer and log code are replaced by small
+ *    local stubs (below): commands go straight into nvme_io_exec and complete into a
+ *    record here, so every status and every intermediate state (held completions, the
+ *    flush after a write) can be inspected. The data pointer stub takes PRP1 as one
+ *    contiguous buffer (split in two iovecs to exercise scatter).
+ *  - test_nvme_io_host (NVME_IO_WITH_HOST): the same command set through the real
+ *    controller, driven by the simulated host (tests/unit/nvme_host.c): real PRP lists,
+ *    SQ/CQ, SMART counters and error log.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -15,6 +20,8 @@
 #include <unistd.h>
 
 #include "emu/nvme_int.h"
+
+#ifndef NVME_IO_WITH_HOST /* built twice: with local stubs, and on the real controller */
 
 #define RAM_SIZE (8u << 20)
 #define DISK     (2u << 20) /* 4096 LBAs of 512 bytes */
@@ -656,3 +663,133 @@ void nvme_dptr_mark_dirty(struct nvme_ctrl *ctrl, const struct nvme_req *r)
         guest_mem_mark_dirty(ctrl->mem, (uint64_t)((uint8_t *)r->iov[i].iov_base - ram),
                              r->iov[i].iov_len);
 }
+
+#else /* NVME_IO_WITH_HOST */
+
+#include "tests/unit/nvme_host.h"
+
+static struct host *h;
+
+static void host_setup(void)
+{
+    h = host_new(NULL);
+    cr_assert_not_null(h);
+    cr_assert(host_enable(h, 32));
+    cr_assert_eq(host_create_io_queues(h, 1, 64, 0), 1);
+}
+
+static void host_teardown(void)
+{
+    host_free(h);
+}
+
+TestSuite(nvme_io_host, .init = host_setup, .fini = host_teardown, .timeout = 20);
+
+static uint16_t io(struct nvme_sqe s)
+{
+    return host_io(h, 1, &s, NULL);
+}
+
+static struct nvme_sqe hcmd(uint8_t op, uint64_t slba, uint32_t nlb, uint64_t gpa)
+{
+    return (struct nvme_sqe){.opcode = op,
+                             .nsid = 1,
+                             .cdw10 = (uint32_t)slba,
+                             .cdw11 = (uint32_t)(slba >> 32),
+                             .cdw12 = nlb - 1,
+                             .dptr = {gpa, 0}};
+}
+
+Test(nvme_io_host, write_read_through_prp_lists_with_smart_counters)
+{
+    uint64_t a = host_alloc(h, 64 * 512), b = host_alloc(h, 64 * 512);
+    uint8_t *pa = host_ptr(h, a), *pb = host_ptr(h, b);
+    for (int i = 0; i < 64 * 512; i++)
+        pa[i] = (uint8_t)(i * 31 + 5);
+    uint64_t w0 = h->c->smart.host_writes, r0 = h->c->smart.host_reads;
+    cr_assert_eq(host_rw(h, 1, true, 7, 63, a), NVME_OK);
+    cr_assert_eq(host_rw(h, 1, false, 7, 63, b), NVME_OK);
+    cr_assert_arr_eq(pb, pa, 64 * 512);
+    cr_assert_arr_eq(blk_mem_data(h->disk[0]) + 7 * 512, pa, 64 * 512);
+    cr_assert_eq(h->c->smart.host_writes, w0 + 1);
+    cr_assert_eq(h->c->smart.host_reads, r0 + 1);
+}
+
+Test(nvme_io_host, bad_prp_is_a_data_transfer_error)
+{
+    cr_assert_eq(host_rw(h, 1, false, 0, 0, HOST_RAM + 4096), GEN(NVME_SC_DATA_XFER_ERROR));
+    /* A valid PRP1 with a PRP2 outside RAM: nothing may be transferred. */
+    struct nvme_sqe s = hcmd(nvme_cmd_write, 0, 16, host_alloc(h, 4096));
+    s.dptr[1] = HOST_RAM + 8192;
+    cr_assert_eq(io(s), GEN(NVME_SC_DATA_XFER_ERROR));
+}
+
+Test(nvme_io_host, statuses_reach_the_host)
+{
+    uint64_t a = host_alloc(h, 4096);
+    uint32_t nsze = HOST_DISK / 512;
+    cr_assert_eq(io(hcmd(nvme_cmd_read, nsze, 1, a)), GEN(NVME_SC_LBA_RANGE));
+    struct nvme_sqe s = hcmd(nvme_cmd_read, 0, 1, a);
+    s.nsid = 9;
+    cr_assert_eq(io(s), GEN(NVME_SC_INVALID_NS));
+    cr_assert_eq(io(hcmd(0x7e, 0, 1, a)), GEN(NVME_SC_INVALID_OPCODE));
+    /* MDTS 7 = 512 KiB = 1024 LBAs. */
+    cr_assert_eq(io(hcmd(nvme_cmd_read, 0, 1025, a)), GEN(NVME_SC_INVALID_FIELD));
+}
+
+Test(nvme_io_host, write_uncorrectable_logs_a_media_error_until_rewritten)
+{
+    uint64_t a = host_alloc(h, 4096);
+    uint64_t errs = h->c->error_count;
+    cr_assert_eq(io(hcmd(nvme_cmd_write_uncor, 30, 4, 0)), NVME_OK);
+    cr_assert_eq(host_rw(h, 1, false, 28, 3, a),
+                 SF(NVME_SCT_MEDIA, NVME_SC_READ_ERROR) | NVME_SC_DNR);
+    cr_assert_eq(h->c->error_count, errs + 1);
+    cr_assert_eq(h->c->smart.media_errors, 1);
+    cr_assert_eq(host_rw(h, 1, true, 30, 3, a), NVME_OK);
+    cr_assert_eq(host_rw(h, 1, false, 28, 7, a), NVME_OK);
+}
+
+Test(nvme_io_host, dsm_and_copy_fetch_their_descriptors_from_guest_memory)
+{
+    uint8_t *disk = blk_mem_data(h->disk[0]);
+    memset(disk, 0x77, 64 * 512);
+    uint64_t d = host_alloc(h, 4096);
+    struct nvme_dsm_range *r = host_ptr(h, d);
+    r[0] = (struct nvme_dsm_range){.nlb = htole32(2), .slba = htole64(4)};
+    struct nvme_sqe s = hcmd(nvme_cmd_dsm, 0, 1, d);
+    s.cdw10 = 0;
+    s.cdw11 = NVME_DSMGMT_AD;
+    s.cdw12 = 0;
+    cr_assert_eq(io(s), NVME_OK);
+    cr_assert_eq(disk[4 * 512], 0);
+    cr_assert_eq(disk[6 * 512 - 1], 0);
+    cr_assert_eq(disk[6 * 512], 0x77);
+
+    uint64_t cpd = host_alloc(h, 4096);
+    struct nvme_copy_range *cr = host_ptr(h, cpd);
+    cr[0].slba = htole64(10);
+    cr[0].nlb = htole16(1); /* 2 LBAs */
+    s = hcmd(nvme_cmd_copy, 200, 1, cpd);
+    s.cdw12 = 0;
+    cr_assert_eq(io(s), NVME_OK);
+    cr_assert_arr_eq(disk + 200 * 512, disk + 10 * 512, 1024);
+    cr_assert_eq(disk[200 * 512], 0x77);
+}
+
+Test(nvme_io_host, reads_dirty_guest_pages)
+{
+    if (!h->mem.dirty)
+        cr_assert_eq(guest_mem_dirty_enable(&h->mem), 0);
+    uint64_t a = host_alloc(h, 4096);
+    size_t words = HOST_RAM / 4096 / 64;
+    uint64_t *bits = calloc(words, sizeof(uint64_t));
+    guest_mem_dirty_collect(&h->mem, bits);
+    memset(bits, 0, words * sizeof(uint64_t));
+    cr_assert_eq(host_rw(h, 1, false, 0, 7, a), NVME_OK);
+    guest_mem_dirty_collect(&h->mem, bits);
+    cr_assert(bits[a / 4096 / 64] & (1ull << (a / 4096 % 64)));
+    free(bits);
+}
+
+#endif /* NVME_IO_WITH_HOST */
