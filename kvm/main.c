@@ -14,6 +14,7 @@
 
 #include "kvm/console.h"
 #include "kvm/control.h"
+#include "kvm/nvme_pci.h"
 #include "kvm/probe.h"
 #include "kvm/uart.h"
 #include "kvm/vm.h"
@@ -30,7 +31,9 @@ static void usage_run(FILE *f)
             "usage: nvmevm run [options] [disk.img ...]\n"
             "\n"
             "Boots a guest. With no --kernel it boots nvmevm's default Debian Linux guest\n"
-            "(built by guest-images/linux/build.sh into <build>/guest/).\n"
+            "(built by guest-images/linux/build.sh into <build>/guest/). Each disk becomes a\n"
+            "namespace of one emulated NVMe controller: disk.img is /dev/nvme0n1 in the guest,\n"
+            "the next /dev/nvme0n2, and so on.\n"
             "\n"
             "options:\n"
             "  --kernel PATH    Linux bzImage (boot protocol 2.12+, 64-bit) or a multiboot\n"
@@ -48,6 +51,14 @@ static void usage_run(FILE *f)
             "  --control PATH   control socket path (default $XDG_RUNTIME_DIR/nvmevm/NAME.sock,\n"
             "                   /run/nvmevm/NAME.sock as root)\n"
             "  --no-stdin       do not read the console from stdin\n"
+            "  --disk PATH[,ro][,lba=512|4096]\n"
+            "                   add a namespace backed by a file or block device (same as a\n"
+            "                   plain PATH argument); ro = read-only; lba = block size\n"
+            "                   (default 512)\n"
+            "  --cache MODE     none (default: O_DIRECT when a request is aligned) or writeback\n"
+            "  --queues N       NVMe I/O queue pairs offered to the guest, 1..64 (default 8)\n"
+            "  --poll-us N      the NVMe I/O thread spins N microseconds for new work before\n"
+            "                   sleeping (default 0)\n"
             "  -h, --help       this text\n"
             "\n"
             "Console: the guest's ttyS0 is on stdin/stdout; Ctrl-A x quits, Ctrl-A Ctrl-A\n"
@@ -68,8 +79,21 @@ static void usage(FILE *f)
                "  version  print the version\n");
 }
 
+#define MAX_DISKS NVME_MAX_NAMESPACES
+
+struct disk_opt {
+    const char *path;
+    bool ro;
+    uint32_t lba_shift;
+};
+
 struct run_opts {
     struct vm_config cfg;
+    struct disk_opt disks[MAX_DISKS];
+    int ndisks;
+    enum blk_cache cache;
+    unsigned queues;
+    unsigned poll_us;
     const char *name;
     const char *control;
     bool read_stdin;
@@ -83,6 +107,39 @@ static int parse_cpus(const char *s)
     if (errno || *end || v < 1 || v > MAX_CPUS_OPT)
         die("--cpus %s: expected a number from 1 to %d", s, MAX_CPUS_OPT);
     return (int)v;
+}
+
+static unsigned parse_uint(const char *opt, const char *s, unsigned lo, unsigned hi)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || !*s || v < lo || v > hi)
+        die("%s %s: expected a number from %u to %u", opt, s, lo, hi);
+    return (unsigned)v;
+}
+
+/* PATH[,ro][,lba=512|4096]. The path itself may not contain a comma. */
+static void add_disk(struct run_opts *o, char *spec)
+{
+    if (o->ndisks == MAX_DISKS)
+        die("%s: at most %d disks", spec, MAX_DISKS);
+    struct disk_opt *d = &o->disks[o->ndisks++];
+    d->lba_shift = 9;
+    char *save = NULL;
+    d->path = strtok_r(spec, ",", &save);
+    if (!d->path || !*d->path)
+        die("--disk: empty path");
+    for (char *p; (p = strtok_r(NULL, ",", &save)) != NULL;) {
+        if (strcmp(p, "ro") == 0)
+            d->ro = true;
+        else if (strcmp(p, "lba=512") == 0)
+            d->lba_shift = 9;
+        else if (strcmp(p, "lba=4096") == 0)
+            d->lba_shift = 12;
+        else
+            die("--disk %s: unknown option '%s' (ro, lba=512, lba=4096)", d->path, p);
+    }
 }
 
 static uint64_t parse_mem(const char *s)
@@ -139,7 +196,9 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         {"append", required_argument, NULL, 'a'}, {"mem", required_argument, NULL, 'm'},
         {"cpus", required_argument, NULL, 'c'},   {"name", required_argument, NULL, 'n'},
         {"control", required_argument, NULL, 'C'}, {"no-stdin", no_argument, NULL, 'S'},
-        {"mem-shared", no_argument, NULL, 'M'},
+        {"mem-shared", no_argument, NULL, 'M'},   {"disk", required_argument, NULL, 'D'},
+        {"cache", required_argument, NULL, 'W'},  {"queues", required_argument, NULL, 'Q'},
+        {"poll-us", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -147,6 +206,8 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
     o->cfg.ncpus = 1;
     o->cfg.console_out_fd = STDOUT_FILENO;
     o->read_stdin = true;
+    o->cache = BLK_CACHE_NONE;
+    o->queues = 8;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -160,13 +221,23 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         case 'C': o->control = optarg; break;
         case 'S': o->read_stdin = false; break;
         case 'M': o->cfg.mem_shared = true; break;
+        case 'D': add_disk(o, optarg); break;
+        case 'Q': o->queues = parse_uint("--queues", optarg, 1, NVME_MAX_IO_QUEUES); break;
+        case 'P': o->poll_us = parse_uint("--poll-us", optarg, 0, 10000000); break;
+        case 'W':
+            if (strcmp(optarg, "none") == 0)
+                o->cache = BLK_CACHE_NONE;
+            else if (strcmp(optarg, "writeback") == 0)
+                o->cache = BLK_CACHE_WRITEBACK;
+            else
+                die("--cache %s: expected none or writeback", optarg);
+            break;
         case 'h': usage_run(stdout); exit(0);
         default: usage_run(stderr); exit(2);
         }
     }
-    if (optind < argc)
-        die("%s: NVMe disks are not supported yet (the NVMe controller is the next milestone)",
-            argv[optind]);
+    while (optind < argc)
+        add_disk(o, argv[optind++]);
     if (!o->cfg.kernel)
         default_guest(&o->cfg);
 }
@@ -262,10 +333,43 @@ static int event_loop(struct vm *vm, struct control *ctl, bool read_stdin)
     return vm_join(vm);
 }
 
+/* Opens every disk before the guest starts, so a bad one is a one-line error up front. */
+static void open_disks(const struct run_opts *o, struct nvme_pci_config *nc)
+{
+    memset(nc, 0, sizeof(*nc));
+    nc->poll_us = o->poll_us;
+    nc->ctrl.serial = "NVMEVM0001";
+    nc->ctrl.model = "nvmevm NVMe controller";
+    nc->ctrl.nr_io_queues = o->queues;
+    nc->ctrl.mqes = 1023;
+    nc->ctrl.mdts = 7;
+    nc->ctrl.nr_ns = o->ndisks;
+    for (int i = 0; i < o->ndisks; i++) {
+        struct blk_open_opts bo = {.read_only = o->disks[i].ro, .cache = o->cache, .lock = true};
+        char err[256];
+        struct blk_dev *b = blk_open(o->disks[i].path, &bo, err, sizeof(err));
+        if (!b)
+            die("%s", err);
+        uint64_t lba = 1ULL << o->disks[i].lba_shift;
+        if (b->size < lba)
+            die("%s: too small for one %llu-byte block", o->disks[i].path,
+                (unsigned long long)lba);
+        nc->ctrl.ns[i] = (struct nvme_ns_config){.blk = b, .lba_shift = o->disks[i].lba_shift};
+    }
+}
+
+static void close_disks(struct nvme_pci_config *nc)
+{
+    for (int i = 0; i < nc->ctrl.nr_ns; i++)
+        blk_close(nc->ctrl.ns[i].blk);
+}
+
 static int cmd_run(int argc, char **argv)
 {
     struct run_opts o;
     parse_run(argc, argv, &o);
+    struct nvme_pci_config nc;
+    open_disks(&o, &nc);
 
     char name[64], path[108];
     if (!o.name) {
@@ -280,17 +384,23 @@ static int cmd_run(int argc, char **argv)
     block_kick_signal();
     struct vm vm;
     vm_create(&vm, &o.cfg);
+    if (o.ndisks)
+        vm.nvme = nvme_pci_create(&vm, &nc);
     vm_load_kernel(&vm);
     warn_if_linux_cannot_run(&vm);
     struct control ctl;
     control_open(&ctl, path);
     if (o.read_stdin)
         console_raw_mode(STDIN_FILENO);
+    if (vm.nvme)
+        nvme_pci_start(vm.nvme);
     vm_start(&vm);
     int status = event_loop(&vm, &ctl, o.read_stdin);
     console_restore();
     control_close(&ctl);
+    nvme_pci_free(vm.nvme);
     vm_destroy(&vm);
+    close_disks(&nc);
     return status;
 }
 
