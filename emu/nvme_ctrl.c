@@ -530,8 +530,8 @@ int nvme_ns_setup(struct nvme_ctrl *c, uint32_t nsid, struct blk_dev *blk, uint3
         return -EINVAL;
     if (lba_shift != 9 && lba_shift != 12)
         lba_shift = blk->logical_block > 512 ? 12 : 9;
-    if ((1u << lba_shift) < blk->logical_block)
-        return -EINVAL;
+    /* An LBA smaller than the backend's O_DIRECT unit is fine: block/ falls back to
+     * buffered I/O for requests O_DIRECT cannot take. */
     struct nvme_ns *ns = &c->ns[nsid - 1];
     memset(ns, 0, sizeof(*ns));
     ns->q = blk_queue_new(blk, NS_QUEUE_DEPTH);
