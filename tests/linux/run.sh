@@ -13,7 +13,7 @@ why=$("$NVMEVM" probe) || probe_rc=$?
 case $probe_rc in
 0)
     echo "linux: running directly (${why#nvmevm: })"
-    "$TESTS_DIR/linux/suite.sh"
+    "$TESTS_DIR/linux/all.sh"
     ;;
 3)
     echo "linux: running inside the QEMU TCG sandbox (${why#nvmevm: })"
@@ -23,7 +23,7 @@ case $probe_rc in
     rc=0
     "$REPO/tests/sandbox/run.sh" --cpus 2 --timeout 2400 \
         --env "NVMEVM_RESULTS=$inner" --env "NVMEVM=$NVMEVM" --env "NVMEVM_GUEST_DIR=$GUEST_DIR" \
-        -- "$TESTS_DIR/linux/suite.sh" || rc=$?
+        -- "$TESTS_DIR/linux/all.sh" || rc=$?
     cat "$inner" >>"$NVMEVM_RESULTS"
     if [ "$rc" -ne 0 ] || ! grep -q . "$inner"; then
         t_fail linux/sandbox "sandbox run ended with status $rc"
