@@ -191,8 +191,9 @@ static uint16_t map_sgl(struct nvme_ctrl *c, struct nvme_req *r, uint64_t len, b
             if (st)
                 return st;
         }
+        /* The last descriptor is counted at the top of the loop, so a segment that
+         * chains to itself still uses up the descriptor budget. */
         memcpy(&d, &seg[n - 1], sizeof(d));
-        w.ndesc--; /* counted again at the top of the loop */
         uint8_t lt = d.type >> 4;
         if (in_last && (lt == SGL_SEGMENT || lt == SGL_LAST_SEGMENT))
             return sc(NVME_SC_SGL_INVALID_LAST);
