@@ -1,6 +1,7 @@
 #!/bin/bash
 # The main job on a fresh machine: install what is needed, build nvmevm and the default
-# Debian guest, boot it, and let it report its kernel, CPUs and memory before powering off.
+# Debian guest, boot it with an NVMe disk, let it report its kernel, CPUs and memory, run
+# fio (random read/write, crc32c verified) on /dev/nvme0n1, and power off.
 # On a host whose /dev/kvm cannot run a Linux kernel (kvm_pvm), the guest boots inside the
 # QEMU TCG sandbox instead, and this says so.
 set -euo pipefail
@@ -10,18 +11,23 @@ export NVMEVM_BUILD=$BUILD
 "$REPO/scripts/install-deps.sh"
 "$REPO/scripts/build.sh"
 
-RUN=("$BUILD/nvmevm" run --cpus 2 --mem 512M --no-stdin --append "quiet nvmevm.run=hello")
+APPEND="quiet nvmevm.run=demo nvmevm.arg=${DEMO_FIO_SIZE:-64M}"
 rc=0
 "$BUILD/nvmevm" probe --quiet || rc=$?
 case $rc in
 0)
     echo "demo: this host's /dev/kvm runs Linux guests: booting directly"
-    "${RUN[@]}"
+    disk=$BUILD/demo-disk.img
+    [ -f "$disk" ] || truncate -s 1G "$disk"
+    "$BUILD/nvmevm" run --cpus 2 --mem 512M --no-stdin --append "$APPEND" "$disk"
     ;;
 3)
     echo "demo: this host's /dev/kvm cannot run a Linux kernel (guest ring 0 is emulated):" \
         "booting inside the QEMU TCG sandbox"
-    "$REPO/tests/sandbox/run.sh" --cpus 2 -- "${RUN[@]}"
+    # The disk lives in the sandbox's own RAM-backed /tmp.
+    "$REPO/tests/sandbox/run.sh" --cpus 2 -- bash -c "truncate -s 1G /tmp/demo-disk.img &&
+        exec '$BUILD/nvmevm' run --cpus 2 --mem 512M --no-stdin --append '$APPEND' \
+        /tmp/demo-disk.img"
     ;;
 *)
     echo "demo: no usable /dev/kvm on this host" >&2
