@@ -170,6 +170,12 @@ static bool shutdown_start(struct nvme_ctrl *c)
 static void write_cc(struct nvme_ctrl *c, uint32_t val)
 {
     uint32_t old = c->cc;
+    /* While enabled only EN and SHN may change: MPS, CSS and the entry sizes are what
+     * the live queues were validated against (spec: other changes are undefined). */
+    if (NVME_CC_EN(old) && NVME_CC_EN(val)) {
+        uint32_t keep = NVME_CC_SHN_MASK << NVME_CC_SHN_SHIFT;
+        val = (old & ~keep) | (val & keep);
+    }
     c->cc = val;
     if (NVME_CC_EN(val) && !NVME_CC_EN(old)) {
         if (!c->resetting)

@@ -189,7 +189,7 @@ uint16_t nvme_adm_format(struct nvme_ctrl *c, struct nvme_req *r)
         return gen(NVME_SC_INVALID_FIELD); /* cryptographic erase: not supported */
     uint32_t shift = lbaf ? 12 : 9;
     struct nvme_ns *targets[NVME_MAX_NAMESPACES];
-    int n = 0;
+    unsigned n = 0;
     for (int i = 0; i < NVME_MAX_NAMESPACES; i++) {
         struct nvme_ns *ns = &c->ns[i];
         if (!ns->present || !ns->attached)
@@ -199,21 +199,21 @@ uint16_t nvme_adm_format(struct nvme_ctrl *c, struct nvme_req *r)
     }
     if (n == 0)
         return gen(NVME_SC_INVALID_NS);
-    for (int i = 0; i < n; i++) {
+    for (unsigned i = 0; i < n; i++) {
         if ((1u << shift) < targets[i]->blk->logical_block)
             return spec(NVME_SC_INVALID_FORMAT);
         if (targets[i]->read_only)
             return gen(NVME_SC_NS_WRITE_PROTECTED);
     }
-    struct blk_req *reqs = n == 1 ? &r->blk : calloc((size_t)n, sizeof(*reqs));
+    struct blk_req *reqs = n == 1 ? &r->blk : calloc(n, sizeof(*reqs));
     if (!reqs)
         return gen(NVME_SC_INTERNAL);
     if (n > 1)
         r->bounce = reqs;
     r->ns = targets[0];
     r->status = NVME_OK;
-    r->blk_pending = n + 1; /* held until every request is queued */
-    for (int i = 0; i < n; i++) {
+    r->blk_pending = (int)n + 1; /* held until every request is queued */
+    for (unsigned i = 0; i < n; i++) {
         struct nvme_ns *ns = targets[i];
         ns->lba_shift = shift;
         ns->nsze = ns->blk->size >> shift;

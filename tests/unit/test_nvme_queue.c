@@ -2,6 +2,7 @@
  * (MSI-X vectors, INTx, coalescing), reset and SQ deletion with I/O in flight, fairness,
  * SMART counters and dirty-page marking. */
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -343,4 +344,44 @@ Test(nvme_queue, commands_beyond_queue_and_bad_nsid)
     host_wr32(h, NVME_DOORBELL_BASE + 8, 3);
     host_process(h);
     cr_assert_eq(h->c->aen_count, 1);
+}
+
+/* The order Linux's nvme-pci probe uses (reference §4.1), end to end. */
+Test(nvme_queue, linux_probe_sequence)
+{
+    struct nvme_id_ctrl id;
+    cr_assert_eq(host_identify(h, NVME_IDENTIFY_CNS_CTRL, 0, 0, &id), 0);
+    cr_assert(id.lpa & NVME_CTRL_LPA_CMD_EFFECTS);
+    struct nvme_cmd_effects_log *eff = malloc(sizeof(*eff));
+    cr_assert_eq(host_get_log(h, NVME_LOG_LID_CMD_EFFECTS, 0, sizeof(*eff), 0, false, eff), 0);
+    free(eff);
+    cr_assert_eq(host_identify(h, NVME_IDENTIFY_CNS_CSI_CTRL, 0, 0, NULL), 0);
+    uint8_t ts[8] = {0};
+    uint64_t tsbuf = host_alloc(h, 4096);
+    memcpy(host_ptr(h, tsbuf), ts, sizeof(ts));
+    struct nvme_sqe setts = {
+        .opcode = nvme_admin_set_features, .cdw10 = NVME_FEAT_FID_TIMESTAMP, .dptr = {tsbuf}};
+    cr_assert_eq(host_admin(h, &setts, NULL), 0);
+    cr_assert_eq(host_create_io_queues(h, 4, 1024, -1), 4);
+    cr_assert_eq(host_dbbuf(h), 0);
+    cr_assert_eq(host_set_feature(h, NVME_FEAT_FID_ASYNC_EVENT,
+                                  le32toh(id.oaes) & (NVME_CTRL_OAES_NA | NVME_CTRL_OAES_FA), NULL),
+                 0);
+    struct nvme_sqe aer = {.opcode = nvme_admin_async_event};
+    host_submit(h, 0, &aer, false);
+    uint32_t list[1024];
+    cr_assert_eq(host_identify(h, NVME_IDENTIFY_CNS_NS_ACTIVE_LIST, 0, 0, list), 0);
+    cr_assert_eq(list[0], 1);
+    cr_assert_eq(host_identify(h, NVME_IDENTIFY_CNS_NS_DESC_LIST, 1, 0, NULL), 0);
+    struct nvme_id_ns ns;
+    cr_assert_eq(host_identify(h, NVME_IDENTIFY_CNS_NS, 1, 0, &ns), 0);
+    cr_assert_eq(le64toh(ns.nsze), HOST_DISK / 512);
+    uint64_t buf = host_alloc(h, 4096);
+    for (uint16_t q = 1; q <= 4; q++)
+        cr_assert_eq(host_rw(h, q, false, 0, 7, buf), 0, "queue %u", q);
+    /* Orderly shutdown, as at reboot. */
+    host_wr32(h, NVME_REG_CC, host_rd32(h, NVME_REG_CC) | 1u << 14);
+    for (int i = 0; i < 5; i++)
+        host_process(h);
+    cr_assert_eq((host_rd32(h, NVME_REG_CSTS) >> 2) & 3, NVME_CSTS_SHST_CMPLT);
 }
