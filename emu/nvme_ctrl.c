@@ -403,7 +403,7 @@ static void drain_locked(struct nvme_ctrl *c, int timeout_ms)
         unsigned waiting = nvme_reqs_outstanding(c) - c->aer_outstanding;
         for (int i = 0; i < NVME_MAX_QUEUES; i++)
             waiting -= c->cq[i].parked_count;
-        if (waiting == 0 || nvme_now_ms() >= end)
+        if ((waiting == 0 && c->shutdown_flushes == 0) || nvme_now_ms() >= end)
             break;
         struct pollfd pfd[NVME_MAX_NAMESPACES];
         int n = 0;
