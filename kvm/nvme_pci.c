@@ -5,7 +5,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/kvm.h>
+#include <stdint.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +43,12 @@ struct nvme_pci {
     atomic_bool stop;
     int kick_efd;
     int epfd;
+    int watched[NVME_MAX_NAMESPACES]; /* storage completion fds already in epoll */
+    int nwatched;
+
+    /* Doorbells caught in the kernel (KVM_IOEVENTFD) while shadow doorbells are on. */
+    int db_efd;
+    uint64_t db_base; /* guest address the ioeventfds are registered at; 0 = none */
 };
 
 /* ---- interrupts ---- */
@@ -167,16 +176,77 @@ static void epoll_add(struct nvme_pci *n, int fd)
         warn_errno("epoll_ctl");
 }
 
+/* Storage queues can appear later (Namespace Management): watch any new completion fd. */
+static void watch_completion_fds(struct nvme_pci *n)
+{
+    int fds[NVME_MAX_NAMESPACES];
+    int nfds = nvme_ctrl_completion_fds(n->ctrl, fds, NVME_MAX_NAMESPACES);
+    for (int i = 0; i < nfds; i++) {
+        bool known = false;
+        for (int j = 0; j < n->nwatched && !known; j++)
+            known = n->watched[j] == fds[i];
+        if (!known && fds[i] >= 0 && n->nwatched < NVME_MAX_NAMESPACES) {
+            epoll_add(n, fds[i]);
+            n->watched[n->nwatched++] = fds[i];
+        }
+    }
+}
+
+static int ioeventfd(struct nvme_pci *n, uint64_t addr, bool assign)
+{
+    struct kvm_ioeventfd io = {.addr = addr, .len = 4, .fd = n->db_efd,
+                               .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN};
+    return ioctl(n->vm->vm_fd, KVM_IOEVENTFD, &io);
+}
+
+static void doorbell_eventfds(struct nvme_pci *n, uint64_t base, bool assign)
+{
+    /* I/O queues only: the admin queue has no shadow doorbell, its MMIO value matters. */
+    for (unsigned q = 1; q < NVME_MAX_QUEUES; q++) {
+        uint64_t db = base + NVME_DOORBELL_BASE + q * 8;
+        if (ioeventfd(n, db, assign) < 0 || ioeventfd(n, db + 4, assign) < 0) {
+            if (assign)
+                debug_msg("KVM_IOEVENTFD: %s (doorbells stay MMIO exits)", strerror(errno));
+            return;
+        }
+    }
+}
+
+/*
+ * With shadow doorbells the guest's doorbell write only means "look at the shadow values",
+ * so KVM can swallow it in the kernel and signal an eventfd: no exit to userspace.
+ * Re-evaluated when the guest enables/disables shadow doorbells or moves BAR0.
+ */
+static void update_doorbell_eventfds(struct nvme_pci *n)
+{
+    uint64_t want = 0;
+    if (nvme_ctrl_shadow_enabled(n->ctrl) && n->pdev.bar[0].mapped)
+        want = n->pdev.bar[0].addr;
+    if (want == n->db_base)
+        return;
+    if (n->db_base)
+        doorbell_eventfds(n, n->db_base, false);
+    if (want)
+        doorbell_eventfds(n, want, true);
+    n->db_base = want;
+}
+
+static int sleep_ms(struct nvme_pci *n)
+{
+    uint64_t deadline = nvme_ctrl_next_deadline_ms(n->ctrl);
+    if (deadline == UINT64_MAX)
+        return 100;
+    uint64_t now = now_us() / 1000;
+    return deadline <= now ? 0 : (int)(deadline - now < 100 ? deadline - now : 100);
+}
+
 static void *io_thread(void *arg)
 {
     struct nvme_pci *n = arg;
     pthread_setname_np(pthread_self(), "nvme-io");
-    int fds[NVME_MAX_NAMESPACES + 1];
-    int nfds = nvme_ctrl_completion_fds(n->ctrl, fds, NVME_MAX_NAMESPACES);
-    for (int i = 0; i < nfds; i++)
-        if (fds[i] >= 0)
-            epoll_add(n, fds[i]);
     epoll_add(n, n->kick_efd);
+    epoll_add(n, n->db_efd);
+    watch_completion_fds(n);
     uint64_t last_work = now_us();
     while (!atomic_load(&n->stop)) {
         if (nvme_ctrl_process(n->ctrl)) {
@@ -186,13 +256,20 @@ static void *io_thread(void *arg)
         /* Polling mode: keep looking for work a while before paying for a wakeup. */
         bool spinning = n->poll_us && now_us() - last_work < n->poll_us;
         struct epoll_event ev[8];
-        int r = epoll_wait(n->epfd, ev, 8, spinning ? 0 : 100);
+        int r = epoll_wait(n->epfd, ev, 8, spinning ? 0 : sleep_ms(n));
         for (int i = 0; i < r; i++) {
             uint64_t v;
             if (read(ev[i].data.fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
                 warn_errno("I/O thread eventfd");
         }
+        if (!spinning) {
+            watch_completion_fds(n);
+            update_doorbell_eventfds(n);
+        }
     }
+    if (n->db_base)
+        doorbell_eventfds(n, n->db_base, false);
+    n->db_base = 0;
     return NULL;
 }
 
@@ -206,8 +283,9 @@ struct nvme_pci *nvme_pci_create(struct vm *vm, const struct nvme_pci_config *cf
     n->vm = vm;
     n->poll_us = cfg->poll_us;
     n->kick_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    n->db_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     n->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (n->kick_efd < 0 || n->epfd < 0)
+    if (n->kick_efd < 0 || n->db_efd < 0 || n->epfd < 0)
         die_errno("nvme I/O thread setup");
     msix_init(&n->msix, NVME_NR_VECTORS, &msix_ops, n);
     for (unsigned v = 0; v < NVME_NR_VECTORS; v++) {
@@ -256,6 +334,7 @@ void nvme_pci_free(struct nvme_pci *n)
         if (n->irqfd[v] >= 0)
             close(n->irqfd[v]);
     close(n->kick_efd);
+    close(n->db_efd);
     close(n->epfd);
     free(n);
 }
