@@ -73,6 +73,11 @@ int nvme_ctrl_completion_fds(struct nvme_ctrl *c, int *fds, int max);
  * ioeventfd for doorbells, and the poller may read shadow values). */
 bool nvme_ctrl_shadow_enabled(struct nvme_ctrl *c);
 
+/* The I/O thread is (or stops) spinning on shadow doorbells: while on, EventIdx tells the
+ * host driver that doorbell writes are unnecessary. Turning it off takes effect at the
+ * next nvme_ctrl_process(), which publishes EventIdx and re-reads the shadow tails. */
+void nvme_ctrl_set_polling(struct nvme_ctrl *c, bool on);
+
 /* Waits for all storage requests in flight and posts their completions (for pause). */
 void nvme_ctrl_drain(struct nvme_ctrl *c);
 

@@ -487,6 +487,13 @@ bool nvme_ctrl_shadow_enabled(struct nvme_ctrl *c)
     return on;
 }
 
+void nvme_ctrl_set_polling(struct nvme_ctrl *c, bool on)
+{
+    pthread_mutex_lock(&c->lock);
+    c->polling = on;
+    pthread_mutex_unlock(&c->lock);
+}
+
 uint64_t nvme_ctrl_next_deadline_ms(struct nvme_ctrl *c)
 {
     pthread_mutex_lock(&c->lock);

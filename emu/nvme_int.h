@@ -240,6 +240,7 @@ struct nvme_ctrl {
     uint8_t selftest_log[564];
 
     uint64_t created_at_ms; /* power-on time base */
+    bool polling; /* the host's I/O thread is spinning: ask for no doorbells */
 
     /* CC.EN 1->0 with storage requests in flight: the reset finishes (RDY=0) in
      * nvme_ctrl_process() once they have all come back, so no pool is freed under them. */

@@ -443,7 +443,9 @@ static unsigned sq_fetch(struct nvme_ctrl *c, struct nvme_sq *sq, unsigned budge
             break;
         /* Publish how far we got, then look again: a host that read the old EventIdx
          * skipped the MMIO doorbell and relies on this re-read (reference §5.1.1). */
-        shadow_write(c, sq->ei_addr, sq->tail);
+        /* While the I/O thread polls, an EventIdx just behind the tail tells the host
+         * that no doorbell write is needed at all (need_event is never true). */
+        shadow_write(c, sq->ei_addr, c->polling ? (sq->tail + sq->size - 1) % sq->size : sq->tail);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         if (n >= budget || !sq_shadow_tail(c, sq))
             break;

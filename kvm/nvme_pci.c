@@ -248,13 +248,21 @@ static void *io_thread(void *arg)
     epoll_add(n, n->db_efd);
     watch_completion_fds(n);
     uint64_t last_work = now_us();
+    bool polling = false;
     while (!atomic_load(&n->stop)) {
         if (nvme_ctrl_process(n->ctrl)) {
             last_work = now_us();
+            if (n->poll_us && !polling)
+                nvme_ctrl_set_polling(n->ctrl, polling = true);
             continue;
         }
         /* Polling mode: keep looking for work a while before paying for a wakeup. */
         bool spinning = n->poll_us && now_us() - last_work < n->poll_us;
+        if (!spinning && polling) {
+            /* One more pass publishes "ring me" EventIdx values before we sleep. */
+            nvme_ctrl_set_polling(n->ctrl, polling = false);
+            continue;
+        }
         struct epoll_event ev[8];
         int r = epoll_wait(n->epfd, ev, 8, spinning ? 0 : sleep_ms(n));
         for (int i = 0; i < r; i++) {
