@@ -129,6 +129,40 @@ Test(nvme_queue, shadow_doorbells_and_event_idx)
     cr_assert_eq(host_io(h, 1, &r, NULL), 0);
 }
 
+/* Linux's nvme_dbbuf_need_event(): ring only if the new tail passed EventIdx. */
+static bool need_event(uint16_t event_idx, uint16_t new_idx, uint16_t old)
+{
+    return (uint16_t)(new_idx - event_idx - 1) < (uint16_t)(new_idx - old);
+}
+
+Test(nvme_queue, polling_asks_for_no_doorbells)
+{
+    cr_assert_eq(host_create_io_queues(h, 1, 8, -1), 1);
+    cr_assert_eq(host_dbbuf(h), 0);
+    uint32_t *sdb = host_ptr(h, h->dbs + 8), *sei = host_ptr(h, h->eis + 8);
+    uint64_t buf = host_alloc(h, 4096);
+    nvme_ctrl_set_polling(h->c, true);
+    host_process(h); /* a pass publishes the polling EventIdx */
+    h->q[1].shadow = false;
+    /* Submit 20 commands through the shadow tail only, wrapping the 8-entry queue: the
+     * host would never need to ring, and the controller still sees every one. */
+    for (int i = 0; i < 20; i++) {
+        struct nvme_sqe r = read_cmd((uint64_t)i, buf);
+        uint16_t old = (uint16_t)h->q[1].sq_tail;
+        host_submit(h, 1, &r, true);
+        cr_assert_not(need_event((uint16_t)*sei, (uint16_t)h->q[1].sq_tail, old),
+                      "command %d would have rung the doorbell", i);
+        *sdb = h->q[1].sq_tail;
+        cr_assert_eq(host_wait(h, 1, NULL), 0, "command %d", i);
+    }
+    /* Polling off: the next pass publishes EventIdx = tail, so the next submit rings. */
+    nvme_ctrl_set_polling(h->c, false);
+    host_process(h);
+    cr_assert_eq(*sei, h->q[1].sq_tail);
+    cr_assert(need_event((uint16_t)*sei, (uint16_t)((h->q[1].sq_tail + 1) % 8),
+                         (uint16_t)h->q[1].sq_tail));
+}
+
 Test(nvme_queue, shadow_cq_head_releases_parked)
 {
     cr_assert_eq(host_create_io_queues(h, 1, 4, -1), 1);
