@@ -71,10 +71,36 @@ else
     t_skip cli/no-kvm-access "needs root, /dev/kvm and setpriv to run as an unprivileged user"
 fi
 
+# Disks: missing, unreadable, locked by another nvmevm, bad options.
+expect_error disk-missing "nvmevm: $TEST_TMP/nodisk.img: No such file or directory" \
+    "$NVMEVM" run --kernel "$TINY" "$TEST_TMP/nodisk.img"
+mkdir -p "$TEST_TMP/adir"
+expect_error disk-is-directory "adir" "$NVMEVM" run --kernel "$TINY" "$TEST_TMP/adir"
+expect_error disk-bad-option "unknown option 'fast'" \
+    "$NVMEVM" run --kernel "$TINY" --disk "$TEST_TMP/x.img,fast"
+truncate -s 16M "$TEST_TMP/locked.img"
+"$NVMEVM" run --kernel "$TINY" --mem 64M --no-stdin --append "test=ring3 iters=100000000000" \
+    "$TEST_TMP/locked.img" >/dev/null 2>&1 </dev/null &
+holder=$!
+sleep 0.5
+expect_error disk-locked "locked by another process" \
+    "$NVMEVM" run --kernel "$TINY" "$TEST_TMP/locked.img"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+    truncate -s 16M "$TEST_TMP/private.img" && chmod 600 "$TEST_TMP/private.img"
+    expect_error disk-unreadable "private.img: Permission denied" \
+        setpriv --reuid=65534 --regid=65534 --clear-groups "$TEST_TMP/nvmevm-copy" run \
+        --kernel "$TINY" "$TEST_TMP/private.img"
+else
+    t_skip cli/disk-unreadable "needs root and setpriv to run as an unprivileged user"
+fi
+
 # --help documents every option.
 help=$("$NVMEVM" run --help)
 missing=""
-for opt in --kernel --initrd --append --mem --mem-shared --cpus --name --control --no-stdin; do
+for opt in --kernel --initrd --append --mem --mem-shared --cpus --name --control --no-stdin \
+    --disk --cache --queues --poll-us; do
     grep -q -- "$opt" <<<"$help" || missing+=" $opt"
 done
 if [ -z "$missing" ]; then t_pass cli/run-help; else t_fail cli/run-help "missing:$missing"; fi
