@@ -32,6 +32,8 @@
 /* Interrupt vectors */
 #define VEC_TIMER    0x40
 #define VEC_SPURIOUS 0xff
+#define VEC_MSI_BASE 0x50 /* MSI/MSI-X vectors 0x50..0x50+MSI_VECTORS-1: count + EOI */
+#define MSI_VECTORS  16
 
 #define LAPIC_BASE      0xfee00000
 #define LAPIC_EOI       0xb0

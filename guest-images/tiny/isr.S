@@ -20,6 +20,9 @@ isr_stubs:
         .org isr_stubs + vec * ISR_STUB_SIZE, 0xcc
         .if vec == VEC_TIMER
         jmp     isr_timer
+        .elseif vec >= VEC_MSI_BASE && vec < VEC_MSI_BASE + MSI_VECTORS
+        incq    msi_count + 8 * (vec - VEC_MSI_BASE)(%rip)
+        jmp     isr_eoi
         .elseif vec == VEC_SPURIOUS
         iretq
         .elseif HAS_ERR(vec)
@@ -70,9 +73,13 @@ isr_common:
         addq    $16, %rsp               /* vector, error code */
         iretq
 
-/* LAPIC timer: count and EOI (6 instructions: this path is emulated per tick). */
+/*
+ * LAPIC timer: count and EOI (6 instructions: this path is emulated per tick).
+ * The MSI vectors' stubs count in msi_count[] and join at isr_eoi.
+ */
 isr_timer:
         incq    timer_ticks(%rip)
+isr_eoi:
         pushq   %rax
         movl    $(LAPIC_BASE + LAPIC_EOI), %eax
         movl    $0, (%rax)
@@ -106,3 +113,6 @@ idt_ptr:
         .globl timer_ticks
 timer_ticks:
         .quad 0
+        .globl msi_count
+msi_count:                              /* per MSI vector: interrupts taken */
+        .fill MSI_VECTORS, 8, 0

@@ -180,3 +180,22 @@ int parse_u64(const char *s, size_t len, uint64_t *out)
     *out = v;
     return 0;
 }
+
+int cmdline_find(const char *cmdline, const char *key, const char **val, size_t *vlen)
+{
+    size_t klen = strlen(key);
+    const char *p = cmdline;
+    while (*p) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *w = p;
+        while (*p && *p != ' ' && *p != '\t')
+            p++;
+        if ((size_t)(p - w) > klen && memcmp(w, key, klen) == 0 && w[klen] == '=') {
+            *val = w + klen + 1;
+            *vlen = (size_t)(p - w) - klen - 1;
+            return 0;
+        }
+    }
+    return -1;
+}

@@ -87,12 +87,13 @@ static int run(const char *name, const struct opts *o)
     } tests[] = {
         {"hello", test_hello}, {"ring3", test_ring3},       {"timer", test_timer},
         {"smp", test_smp},     {"checksum", test_checksum}, {"fault", test_fault},
-        {"exits", test_exits},
+        {"exits", test_exits}, {"nvme", test_nvme},         {"nvme-bad", test_nvme_bad},
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
         if (word_eq(name, strlen(name), tests[i].name))
             return tests[i].fn(o);
-    fail(EXIT_BADARGS, "unknown test '%s' (hello ring3 timer smp checksum exits fault all)", name);
+    fail(EXIT_BADARGS,
+         "unknown test '%s' (hello ring3 timer smp checksum exits fault nvme nvme-bad all)", name);
 }
 
 void user_main(unsigned cpu)
@@ -111,9 +112,11 @@ void user_main(unsigned cpu)
         }
         cmdline[n] = '\0';
     }
+    ram_init(mb_info);
     struct opts o = {0};
     parse_cmdline(&o);
     o.test = test_name;
+    o.cmdline = cmdline;
     if (o.verbose)
         kprintf("tiny: multiboot flags=0x%x mem_lower=%uK mem_upper=%uK cmdline='%s'\n",
                 mbi->flags, (mbi->flags & MB_INFO_MEM) ? mbi->mem_lower : 0,

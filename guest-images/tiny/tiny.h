@@ -21,6 +21,41 @@ static inline uint8_t inb(uint16_t port)
     return v;
 }
 
+static inline void outw(uint16_t port, uint16_t v)
+{
+    __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint16_t inw(uint16_t port)
+{
+    uint16_t v;
+    __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+static inline void outl(uint16_t port, uint32_t v)
+{
+    __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint32_t inl(uint16_t port)
+{
+    uint32_t v;
+    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+/* Full fence: orders an earlier store before a later load (shadow doorbells). */
+static inline void mfence(void)
+{
+    __asm__ volatile("mfence" ::: "memory");
+}
+
+static inline void barrier(void)
+{
+    __asm__ volatile("" ::: "memory");
+}
+
 static inline uint64_t rdtsc(void)
 {
     uint32_t lo, hi;
@@ -61,6 +96,8 @@ extern uint64_t gdt[GDT_ENTRIES];
 extern const char trampoline_start[], trampoline_end[];
 extern volatile uint64_t timer_ticks;          /* counted by the LAPIC timer handler */
 extern uint8_t kstacks[MAX_CPUS][KSTACK_SIZE]; /* cpu.c */
+/* MSI interrupts taken per vector VEC_MSI_BASE + i (isr.S) */
+extern volatile uint64_t msi_count[MSI_VECTORS];
 
 /* ---- lib.c ---- */
 void *memcpy(void *dst, const void *src, size_t n);
@@ -70,6 +107,16 @@ size_t strlen(const char *s);
 int vformat(char *buf, size_t size, const char *fmt, va_list ap);
 /* Decimal or 0x-hex; returns 0 on success. */
 int parse_u64(const char *s, size_t len, uint64_t *out);
+/* Find "key=value" in a space-separated command line; 0 = found (value not NUL-terminated). */
+int cmdline_find(const char *cmdline, const char *key, const char **val, size_t *vlen);
+
+/* ---- mem.c: RAM after the image (identity mapped, write-back, U bit) ---- */
+void ram_init(uint32_t mbi_addr);
+/* Zeroed, aligned; NULL if it does not fit below the top of RAM (or 1 GiB). */
+void *ram_alloc(uint64_t size, uint64_t align);
+uint64_t ram_top(void);  /* end of usable RAM above 1 MiB */
+uint64_t ram_mark(void); /* allocation pointer, for ram_release() */
+void ram_release(uint64_t mark);
 
 /* ---- serial.c ---- */
 void serial_init(void);
@@ -97,9 +144,13 @@ struct opts {
     int have_expect;
     uint64_t progress;
     int verbose;
+    /* the whole command line, for tests with their own options (nvme) */
+    const char *cmdline;
 };
 
 void user_main(unsigned cpu) NORETURN;
+int test_nvme(const struct opts *o);
+int test_nvme_bad(const struct opts *o);
 int test_hello(const struct opts *o);
 int test_ring3(const struct opts *o);
 int test_timer(const struct opts *o);
@@ -108,6 +159,13 @@ int test_smp(const struct opts *o);
 int test_fault(const struct opts *o);
 int test_exits(const struct opts *o);
 void ap_user_main(unsigned cpu) NORETURN;
+/*
+ * Start APs 1..cpus-1 (INIT, SIPI, SIPI); each runs fn(cpu) in ring 3, then halts.
+ * Returns once all are online (0) or after ~10 s (-1). fn NULL = the smp test's body.
+ */
+int smp_start(uint32_t cpus, void (*fn)(unsigned cpu));
+/* TSC rate in MHz, measured once against the LAPIC timer (1 GHz bus in KVM and QEMU). */
+uint64_t tsc_mhz(void);
 
 /* Spin until *p >= want or the deadline passes; 0 = reached. Bounded by a loop count too. */
 int wait_u32_geq(volatile uint32_t *p, uint32_t want, uint64_t tsc_budget);
