@@ -188,8 +188,9 @@ void vcpu_setup_boot(struct vcpu *v)
     setup_cpuid(v);
     setup_msrs(v);
     setup_lint(v);
-    /* APs stay in wait-for-SIPI, as the in-kernel LAPIC starts them. */
-    if (v->id == 0)
+    /* APs stay in wait-for-SIPI, as the in-kernel LAPIC starts them; an incoming
+     * migration brings every register itself. */
+    if (v->id == 0 && v->vm->boot != BOOT_INCOMING)
         setup_boot_regs(v);
 }
 

@@ -395,6 +395,13 @@ void vm_load_kernel(struct vm *vm)
         vcpu_setup_boot(vm->vcpus[i]);
 }
 
+void vm_prepare_incoming(struct vm *vm)
+{
+    vm->boot = BOOT_INCOMING;
+    for (int i = 0; i < vm->ncpus; i++)
+        vcpu_setup_boot(vm->vcpus[i]);
+}
+
 /* IOAPIC pins 16-23 are free for PCI: ISA devices use 0-15. */
 unsigned vm_add_pci_intx(struct vm *vm, uint8_t slot)
 {

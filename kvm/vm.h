@@ -19,6 +19,8 @@ struct debug_exit;
 struct rtc;
 struct vcpu;
 struct nvme_pci;
+struct nvme_ctrl_config;
+struct migration;
 #define VM_MAX_PCI_IRQS 8
 
 struct vm_config {
@@ -31,7 +33,7 @@ struct vm_config {
     bool mem_shared;    /* guest RAM in a memfd (MAP_SHARED) instead of anonymous memory */
 };
 
-enum boot_kind { BOOT_LINUX64, BOOT_MULTIBOOT };
+enum boot_kind { BOOT_LINUX64, BOOT_MULTIBOOT, BOOT_INCOMING /* state comes from a stream */ };
 
 struct vm {
     struct vm_config cfg;
@@ -54,6 +56,8 @@ struct vm {
     struct mptable_pci_irq pci_irqs[VM_MAX_PCI_IRQS];
     int n_pci_irqs;
     struct nvme_pci *nvme;
+    const struct nvme_ctrl_config *disks; /* the namespaces' backing devices, or NULL */
+    struct migration *mig;                /* outgoing migration, or NULL */
 
     enum boot_kind boot;
     uint64_t entry;     /* first instruction */
@@ -80,6 +84,8 @@ unsigned vm_add_pci_intx(struct vm *vm, uint8_t slot);
 void vm_create(struct vm *vm, const struct vm_config *cfg);
 /* Loads cfg.kernel (bzImage or multiboot) and prepares boot state. Dies on error. */
 void vm_load_kernel(struct vm *vm);
+/* Prepares the vCPUs (CPUID, MSRs) for state that will arrive by migration. */
+void vm_prepare_incoming(struct vm *vm);
 /* Starts one thread per vCPU. */
 void vm_start(struct vm *vm);
 /* Stops every vCPU at an instruction boundary (pending PIO/MMIO completed) and waits. */

@@ -1,0 +1,193 @@
+/* "nvmevm migrate": asks a running nvmevm (through its control socket) to migrate, shows
+ * live progress, and ends with a summary. */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvm/control.h"
+#include "migrate/client.h"
+#include "util/log.h"
+#include "util/size.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: nvmevm migrate tcp:HOST:PORT [options]\n"
+            "       nvmevm migrate --cancel [--vm NAME | --socket PATH]\n"
+            "\n"
+            "Live-migrates a running nvmevm to a destination started with\n"
+            "'nvmevm run --incoming tcp:HOST:PORT' (same --mem, --cpus and disks).\n"
+            "\n"
+            "  --vm NAME          the VM (its --name); needed when several run\n"
+            "  --socket PATH      its control socket instead\n"
+            "  --downtime-ms N    switch over once the rest fits in N ms (default 300)\n"
+            "  --max-bandwidth B  limit the pre-copy rate, bytes/s with K/M/G (default none)\n"
+            "  --timeout-s N      give up after N seconds (default: never)\n"
+            "  --on-timeout MODE  cancel (default: the source keeps running) or force\n"
+            "                     (switch over anyway, downtime may exceed the budget)\n"
+            "  --auto-converge    throttle the guest's vCPUs if it dirties memory faster\n"
+            "                     than it can be sent\n"
+            "  --json             print the progress and the summary as JSON lines\n"
+            "  --cancel           stop a migration in flight (the source keeps running)\n");
+}
+
+/* With no --vm/--socket: the only control socket in the default directory. */
+static int find_socket(char *path, size_t len)
+{
+    char probe[108];
+    if (control_default_path("x", probe, sizeof(probe)) < 0)
+        return -1;
+    char *slash = strrchr(probe, '/');
+    *slash = '\0';
+    DIR *d = opendir(probe);
+    if (!d)
+        return -1;
+    int found = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n > 5 && strcmp(e->d_name + n - 5, ".sock") == 0) {
+            found++;
+            snprintf(path, len, "%s/%s", probe, e->d_name);
+        }
+    }
+    closedir(d);
+    if (found > 1)
+        die("several VMs are running: say which with --vm NAME or --socket PATH");
+    return found == 1 ? 0 : -1;
+}
+
+static double field(const char *js, const char *key)
+{
+    char pat[48];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *p = strstr(js, pat);
+    return p ? strtod(p + strlen(pat), NULL) : 0;
+}
+
+static void field_str(const char *js, const char *key, char *out, size_t len)
+{
+    char pat[48];
+    snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+    const char *p = strstr(js, pat);
+    out[0] = '\0';
+    if (!p)
+        return;
+    p += strlen(pat);
+    const char *e = strchr(p, '"');
+    size_t n = e ? (size_t)(e - p) : 0;
+    if (n >= len)
+        n = len - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+static void progress_line(const char *js, bool tty)
+{
+    fprintf(stderr,
+            "%smigrate: pass %.0f, sent %.0f MiB, remaining %.0f MiB, dirty %.0f MiB/s, "
+            "%.0f MiB/s, expected downtime %.0f ms%s%s",
+            tty ? "\r\033[K" : "", field(js, "pass"), field(js, "bytes_sent") / 1048576.0,
+            field(js, "ram_remaining") / 1048576.0, field(js, "dirty_rate") / 1048576.0,
+            field(js, "bandwidth") / 1048576.0, field(js, "expected_downtime_ms"),
+            field(js, "throttle_pct") > 0 ? ", throttled" : "", tty ? "" : "\n");
+}
+
+int migrate_client_main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"vm", required_argument, NULL, 'n'},         {"socket", required_argument, NULL, 's'},
+        {"downtime-ms", required_argument, NULL, 'd'}, {"max-bandwidth", required_argument, NULL, 'b'},
+        {"timeout-s", required_argument, NULL, 't'},  {"on-timeout", required_argument, NULL, 'o'},
+        {"auto-converge", no_argument, NULL, 'a'},    {"json", no_argument, NULL, 'j'},
+        {"cancel", no_argument, NULL, 'c'},           {"help", no_argument, NULL, 'h'},
+        {0, 0, 0, 0},
+    };
+    char path[108] = "";
+    unsigned downtime = 300, timeout = 0;
+    uint64_t bw = 0;
+    bool force = false, autoconv = false, json = false, cancel = false;
+    int o;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'n':
+            if (control_default_path(optarg, path, sizeof(path)) < 0)
+                die("--vm %s: name too long", optarg);
+            break;
+        case 's': snprintf(path, sizeof(path), "%s", optarg); break;
+        case 'd': downtime = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 't': timeout = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'b':
+            if (parse_size(optarg, &bw) < 0)
+                die("--max-bandwidth %s: expected bytes/s like 500M", optarg);
+            break;
+        case 'o':
+            if (strcmp(optarg, "force") && strcmp(optarg, "cancel"))
+                die("--on-timeout %s: expected cancel or force", optarg);
+            force = strcmp(optarg, "force") == 0;
+            break;
+        case 'a': autoconv = true; break;
+        case 'j': json = true; break;
+        case 'c': cancel = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!*path && find_socket(path, sizeof(path)) < 0)
+        die("no running nvmevm found: say which with --vm NAME or --socket PATH");
+    char req[512], rep[1024];
+    if (cancel) {
+        if (control_request(path, "{\"cmd\":\"migrate-cancel\"}\n", rep, sizeof(rep)) < 0)
+            die_errno("%s", path);
+        fprintf(stderr, "nvmevm: migration cancelled\n");
+        return 0;
+    }
+    if (optind != argc - 1)
+        die("migrate: expected the destination, e.g. tcp:10.0.0.2:4444");
+    snprintf(req, sizeof(req),
+             "{\"cmd\":\"migrate\",\"uri\":\"%s\",\"downtime_ms\":%u,\"max_bandwidth\":%llu,"
+             "\"timeout_s\":%u,\"force\":%s,\"auto_converge\":%s}\n",
+             argv[optind], downtime, (unsigned long long)bw, timeout, force ? "true" : "false",
+             autoconv ? "true" : "false");
+    if (control_request(path, req, rep, sizeof(rep)) < 0)
+        die_errno("%s", path);
+    if (!strstr(rep, "\"ok\":true")) {
+        char e[256];
+        field_str(rep, "error", e, sizeof(e));
+        die("migrate: %s", e);
+    }
+    bool tty = isatty(STDERR_FILENO) && !json;
+    char state[32] = "active";
+    while (strcmp(state, "active") == 0) {
+        usleep(200 * 1000);
+        if (control_request(path, "{\"cmd\":\"migrate-status\"}\n", rep, sizeof(rep)) < 0)
+            die("migrate: lost the source nvmevm (%s) before it reported a result", path);
+        field_str(rep, "migration", state, sizeof(state));
+        if (json)
+            fputs(rep, stdout);
+        else if (strcmp(state, "active") == 0)
+            progress_line(rep, tty);
+    }
+    if (tty)
+        fputc('\n', stderr);
+    if (strcmp(state, "completed") != 0) {
+        char e[256];
+        field_str(rep, "error", e, sizeof(e));
+        fprintf(stderr, "nvmevm: migration %s: %s; the guest keeps running on the source\n",
+                state, e);
+        return 1;
+    }
+    if (!json)
+        printf("migrated to %s: total %.2f s, downtime %.1f ms, %.1f MiB sent, "
+               "%.0f zero pages skipped\n",
+               argv[optind], field(rep, "total_ms") / 1e3, field(rep, "downtime_ms"),
+               field(rep, "bytes_sent") / 1048576.0, field(rep, "zero_pages"));
+    return 0;
+}

@@ -1,0 +1,369 @@
+/* Source side of live migration: the pre-copy loop, switchover and disk handover. */
+#include "migrate/migrate.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "block/block.h"
+#include "emu/nvme.h"
+#include "kvm/nvme_pci.h"
+#include "kvm/vm.h"
+#include "migrate/buf.h"
+#include "migrate/proto.h"
+#include "migrate/ram.h"
+#include "migrate/stream.h"
+#include "migrate/tcp.h"
+#include "migrate/vmsave.h"
+#include "util/log.h"
+
+#define CHUNK_PAGES 4096 /* 16 MiB between progress updates, cancel and throttle checks */
+
+struct migration {
+    struct vm *vm;
+    struct mig_params p;
+    pthread_t thread;
+    pthread_mutex_t lock; /* guards the progress fields */
+    atomic_int state;
+    atomic_bool cancel;
+    unsigned pass;
+    uint64_t ram_total, ram_remaining, bytes_sent, zero_pages;
+    double bandwidth, dirty_rate, expected_downtime_ms, total_ms, downtime_ms;
+    unsigned throttle_pct;
+    char error[256];
+};
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void fail(struct migration *m, int state, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(struct migration *m, int state, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&m->lock);
+    vsnprintf(m->error, sizeof(m->error), fmt, ap);
+    pthread_mutex_unlock(&m->lock);
+    va_end(ap);
+    atomic_store(&m->state, state);
+}
+
+static void disks_each(struct vm *vm, int (*fn)(struct blk_dev *), int *first_err)
+{
+    if (!vm->disks)
+        return;
+    for (int i = 0; i < vm->disks->nr_ns; i++) {
+        int r = fn(vm->disks->ns[i].blk);
+        if (r < 0 && first_err && !*first_err)
+            *first_err = r;
+    }
+}
+
+static int disk_sync(struct blk_dev *d)
+{
+    return fdatasync(d->fd) < 0 ? -errno : 0;
+}
+
+static int disk_unlock(struct blk_dev *d)
+{
+    blk_unlock(d);
+    return 0;
+}
+
+/* Sleeps as needed so the average rate stays under max_bandwidth. */
+static void throttle_bandwidth(struct migration *m, double start_ms, uint64_t bytes)
+{
+    if (!m->p.max_bandwidth)
+        return;
+    double want_ms = (double)bytes * 1e3 / (double)m->p.max_bandwidth;
+    double el = now_ms() - start_ms;
+    if (want_ms > el)
+        usleep((useconds_t)((want_ms - el) * 1e3));
+}
+
+/* Auto-converge: take the vCPUs off the CPU for throttle_pct of each 10 ms slice. */
+static void throttle_vcpus(struct migration *m)
+{
+    if (!m->throttle_pct)
+        return;
+    vm_pause(m->vm);
+    usleep(m->throttle_pct * 100);
+    vm_resume(m->vm);
+}
+
+/* One pass over the bitmap, in chunks so cancel, progress and throttling stay live. */
+static int send_pass(struct migration *m, struct mig_stream *s, uint64_t *bm, bool first)
+{
+    double start = now_ms();
+    uint64_t sent0 = s->bytes;
+    for (;;) {
+        if (atomic_load(&m->cancel))
+            return -ECANCELED;
+        struct ram_send_stats st = {0};
+        uint64_t left = ram_bitmap_count(bm, ram_pages(m->vm));
+        if (!left)
+            break;
+        int r = ram_send(m->vm, s, bm, first, CHUNK_PAGES, &st);
+        if (r < 0)
+            return r;
+        pthread_mutex_lock(&m->lock);
+        m->zero_pages += st.zero_pages;
+        m->bytes_sent = s->bytes;
+        m->ram_remaining = (left > CHUNK_PAGES ? left - CHUNK_PAGES : 0) * GUEST_PAGE_SIZE;
+        pthread_mutex_unlock(&m->lock);
+        throttle_bandwidth(m, start, s->bytes - sent0);
+        throttle_vcpus(m);
+    }
+    int r = mig_flush(s);
+    double el = now_ms() - start;
+    if (el > 0 && s->bytes > sent0) {
+        pthread_mutex_lock(&m->lock);
+        m->bandwidth = (double)(s->bytes - sent0) * 1e3 / el;
+        pthread_mutex_unlock(&m->lock);
+    }
+    return r;
+}
+
+static int send_config(struct vm *vm, struct mig_stream *s)
+{
+    struct mig_buf b;
+    mig_buf_init(&b);
+    proto_config_put(vm, &b);
+    int r = b.oom ? -ENOMEM : mig_write_section(s, MIG_SEC_CONFIG, 1, b.data, b.len);
+    mig_buf_free(&b);
+    return r ? r : mig_flush(s);
+}
+
+/* Everything after the guest stopped: last pages, device and CPU state, disk handover.
+ * Returns 0 once the destination runs; on failure the caller resumes the source. */
+static int switchover(struct migration *m, struct mig_stream *s, uint64_t *bm, double *paused_at)
+{
+    struct vm *vm = m->vm;
+    char err[200], reply[256];
+    *paused_at = now_ms();
+    vm_pause(vm);
+    if (vm->nvme)
+        nvme_pci_quiesce(vm->nvme);
+    ram_dirty_sync(vm, bm);
+    struct ram_send_stats st = {0};
+    int r = ram_send(vm, s, bm, false, 0, &st);
+    if (r < 0) {
+        fail(m, MIG_FAILED, "sending the last pages: %s", strerror(-r));
+        return -1;
+    }
+    if (vmsave_write_all(vm, s, err, sizeof(err)) < 0) {
+        fail(m, MIG_FAILED, "%s", err);
+        return -1;
+    }
+    if ((r = mig_write_end(s)) < 0 || (r = mig_flush(s)) < 0) {
+        fail(m, MIG_FAILED, "sending the device state: %s", strerror(-r));
+        return -1;
+    }
+    if (proto_read_line(s->fd, reply, sizeof(reply), 120) < 0 || strcmp(reply, "LOADED") != 0) {
+        fail(m, MIG_FAILED, "destination refused the state: %s", *reply ? reply : "no answer");
+        return -1;
+    }
+    /* Everything the guest wrote must be on the shared disks before they change hands. */
+    int derr = 0;
+    disks_each(vm, disk_sync, &derr);
+    if (derr) {
+        fail(m, MIG_FAILED, "fdatasync before the disk handover: %s", strerror(-derr));
+        return -1;
+    }
+    disks_each(vm, disk_unlock, NULL);
+    if (proto_write_line(s->fd, "HANDOVER") < 0 ||
+        proto_read_line(s->fd, reply, sizeof(reply), 60) < 0 || strcmp(reply, "RUNNING") != 0) {
+        fail(m, MIG_FAILED, "destination did not start: %s", *reply ? reply : "no answer");
+        return -1;
+    }
+    return 0;
+}
+
+/* After a failure: the source keeps running, provided it can take its disks back. */
+static void resume_source(struct migration *m, bool paused)
+{
+    struct vm *vm = m->vm;
+    int lerr = 0;
+    disks_each(vm, blk_lock, &lerr);
+    if (lerr) {
+        /* The destination holds the disks: it runs the guest now, we must not. */
+        warn_msg("migration: the destination took the disks; this copy stops");
+        vm_request_stop(vm, 1);
+        return;
+    }
+    if (paused) {
+        if (vm->nvme)
+            nvme_pci_resume(vm->nvme);
+        vm_resume(vm);
+    }
+    ram_dirty_log(vm, false);
+}
+
+static void *migration_thread(void *arg)
+{
+    struct migration *m = arg;
+    struct vm *vm = m->vm;
+    char err[256];
+    double t0 = now_ms(), paused_at = 0;
+    bool paused = false;
+    uint64_t *bm = ram_bitmap_new(vm);
+    struct mig_stream s;
+    int fd = tcp_connect_uri(m->p.uri, err, sizeof(err));
+    mig_stream_init(&s, fd);
+    if (fd < 0 || !bm) {
+        fail(m, MIG_FAILED, "%s", fd < 0 ? err : "out of memory");
+        goto out;
+    }
+    char reply[256] = "";
+    if (mig_write_header(&s) < 0 || send_config(vm, &s) < 0 ||
+        proto_read_line(fd, reply, sizeof(reply), 60) < 0 || strcmp(reply, "OK") != 0) {
+        fail(m, MIG_FAILED, "destination refused: %s", *reply ? reply : "connection lost");
+        goto out;
+    }
+    if (ram_dirty_log(vm, true) < 0) {
+        fail(m, MIG_FAILED, "cannot enable dirty page logging");
+        goto out;
+    }
+    ram_bitmap_fill(bm, ram_pages(vm));
+    m->ram_total = vm->mem.size;
+    unsigned fast_dirtying = 0;
+    for (m->pass = 0;; m->pass++) {
+        double pass_start = now_ms();
+        int r = send_pass(m, &s, bm, m->pass == 0);
+        if (r < 0) {
+            fail(m, r == -ECANCELED ? MIG_CANCELLED : MIG_FAILED, "%s",
+                 r == -ECANCELED ? "cancelled" : strerror(-r));
+            break;
+        }
+        uint64_t dirty = ram_dirty_sync(vm, bm) * GUEST_PAGE_SIZE;
+        double el_s = (now_ms() - pass_start) / 1e3;
+        pthread_mutex_lock(&m->lock);
+        m->ram_remaining = dirty;
+        m->dirty_rate = el_s > 0 ? (double)dirty / el_s : 0;
+        m->expected_downtime_ms = m->bandwidth > 0 ? (double)dirty * 1e3 / m->bandwidth : 0;
+        pthread_mutex_unlock(&m->lock);
+        if (m->pass > 0 && m->expected_downtime_ms <= m->p.downtime_ms)
+            goto switch_over;
+        if (m->p.auto_converge && m->dirty_rate > m->bandwidth / 2 && ++fast_dirtying >= 2)
+            m->throttle_pct = m->throttle_pct ? (m->throttle_pct + 10 > 99 ? 99
+                                                                            : m->throttle_pct + 10)
+                                              : 20;
+        if (m->p.timeout_s && now_ms() - t0 > m->p.timeout_s * 1e3) {
+            if (m->p.force_on_timeout)
+                goto switch_over;
+            fail(m, MIG_FAILED, "timed out after %u s (still %llu MiB to send per pass)",
+                 m->p.timeout_s, (unsigned long long)(dirty >> 20));
+            break;
+        }
+    }
+    ram_dirty_log(vm, false);
+    goto out;
+switch_over:
+    paused = true;
+    if (switchover(m, &s, bm, &paused_at) == 0) {
+        pthread_mutex_lock(&m->lock);
+        m->downtime_ms = now_ms() - paused_at;
+        m->total_ms = now_ms() - t0;
+        m->bytes_sent = s.bytes;
+        m->ram_remaining = 0;
+        pthread_mutex_unlock(&m->lock);
+        /* The guest lives on at the destination; the main loop ends this process once the
+         * user's `nvmevm migrate` has seen the result. */
+        atomic_store(&m->state, MIG_COMPLETED);
+        goto done;
+    }
+out:
+    resume_source(m, paused);
+done:
+    pthread_mutex_lock(&m->lock);
+    if (!m->total_ms)
+        m->total_ms = now_ms() - t0;
+    pthread_mutex_unlock(&m->lock);
+    if (atomic_load(&m->state) == MIG_FAILED || atomic_load(&m->state) == MIG_CANCELLED)
+        warn_msg("migration to %s failed: %s; the guest keeps running here", m->p.uri, m->error);
+    mig_stream_free(&s);
+    if (fd >= 0)
+        close(fd);
+    free(bm);
+    return NULL;
+}
+
+int migrate_start(struct vm *vm, const struct mig_params *p, char *err, size_t errlen)
+{
+    if (vm->mig && atomic_load(&vm->mig->state) == MIG_ACTIVE) {
+        snprintf(err, errlen, "a migration is already running");
+        return -1;
+    }
+    migrate_cleanup(vm);
+    struct migration *m = calloc(1, sizeof(*m));
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    m->vm = vm;
+    m->p = *p;
+    pthread_mutex_init(&m->lock, NULL);
+    atomic_store(&m->state, MIG_ACTIVE);
+    if (pthread_create(&m->thread, NULL, migration_thread, m) != 0) {
+        snprintf(err, errlen, "cannot start the migration thread");
+        free(m);
+        return -1;
+    }
+    vm->mig = m;
+    return 0;
+}
+
+void migrate_cancel(struct vm *vm)
+{
+    if (vm->mig)
+        atomic_store(&vm->mig->cancel, true);
+}
+
+void migrate_cleanup(struct vm *vm)
+{
+    struct migration *m = vm->mig;
+    if (!m)
+        return;
+    atomic_store(&m->cancel, true);
+    pthread_join(m->thread, NULL);
+    free(m);
+    vm->mig = NULL;
+}
+
+static const char *state_name(int s)
+{
+    static const char *names[] = {"none", "active", "completed", "failed", "cancelled"};
+    return s >= 0 && s <= MIG_CANCELLED ? names[s] : "unknown";
+}
+
+void migrate_status_json(struct vm *vm, char *out, size_t outlen)
+{
+    struct migration *m = vm->mig;
+    if (!m) {
+        snprintf(out, outlen, "{\"ok\":true,\"migration\":\"none\"}");
+        return;
+    }
+    pthread_mutex_lock(&m->lock);
+    snprintf(out, outlen,
+             "{\"ok\":true,\"migration\":\"%s\",\"pass\":%u,\"ram_total\":%llu,"
+             "\"ram_remaining\":%llu,\"bytes_sent\":%llu,\"zero_pages\":%llu,"
+             "\"bandwidth\":%.0f,\"dirty_rate\":%.0f,\"expected_downtime_ms\":%.1f,"
+             "\"throttle_pct\":%u,\"total_ms\":%.1f,\"downtime_ms\":%.1f,\"error\":\"%s\"}",
+             state_name(atomic_load(&m->state)), m->pass, (unsigned long long)m->ram_total,
+             (unsigned long long)m->ram_remaining, (unsigned long long)m->bytes_sent,
+             (unsigned long long)m->zero_pages, m->bandwidth, m->dirty_rate,
+             m->expected_downtime_ms, m->throttle_pct, m->total_ms, m->downtime_ms, m->error);
+    pthread_mutex_unlock(&m->lock);
+}

@@ -1,0 +1,37 @@
+/*
+ * Live migration, pre-copy over TCP. The source runs a migration thread beside the
+ * running guest; the destination (nvmevm run --incoming tcp:HOST:PORT) receives into a
+ * fresh VM before its vCPUs ever run. The shared disks' locks are the arbiter: the
+ * destination runs only once it holds them, the source resumes only if it re-takes them,
+ * so two running copies of one guest are impossible.
+ */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct vm;
+
+struct mig_params {
+    char uri[256];
+    unsigned downtime_ms;   /* switch over when remaining RAM / bandwidth <= this */
+    uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
+    unsigned timeout_s;     /* give up (cancel) or force the switchover after this */
+    bool force_on_timeout;
+    bool auto_converge;     /* throttle vCPUs when the guest dirties faster than we send */
+};
+
+enum mig_state { MIG_NONE, MIG_ACTIVE, MIG_COMPLETED, MIG_FAILED, MIG_CANCELLED };
+
+/* Starts migrating vm in the background; -1 with a reason if one is already running. */
+int migrate_start(struct vm *vm, const struct mig_params *p, char *err, size_t errlen);
+void migrate_cancel(struct vm *vm);
+/* One JSON object (no newline) describing the migration's progress or result. */
+void migrate_status_json(struct vm *vm, char *out, size_t outlen);
+/* Joins a finished migration thread (called when the VMM exits). */
+void migrate_cleanup(struct vm *vm);
+
+/* Destination: listens on uri, receives and loads everything into vm (created with the
+ * same --mem/--cpus/disks, vCPUs not started), takes the disk locks and returns 0 when the
+ * guest may run; -1 with a reason otherwise. */
+int migrate_incoming(struct vm *vm, const char *uri, char *err, size_t errlen);

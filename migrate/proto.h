@@ -1,0 +1,17 @@
+/* The small conversation around the stream: the configuration both sides must share,
+ * and one-line replies on the return path ("OK", "ERR reason", "LOADED", "HANDOVER",
+ * "RUNNING"). */
+#pragma once
+#include <stddef.h>
+
+struct vm;
+struct mig_buf;
+struct mig_cursor;
+
+void proto_config_put(const struct vm *vm, struct mig_buf *b);
+/* 0 if the stream's configuration equals this VM's; -1 with the first difference. */
+int proto_config_check(const struct vm *vm, struct mig_cursor *c, char *err, size_t errlen);
+
+int proto_write_line(int fd, const char *line);
+/* Reads one line (without the newline) within timeout_s seconds. 0 or -1. */
+int proto_read_line(int fd, char *buf, size_t len, int timeout_s);
