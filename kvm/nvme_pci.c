@@ -346,3 +346,24 @@ void nvme_pci_free(struct nvme_pci *n)
     close(n->epfd);
     free(n);
 }
+
+void nvme_pci_quiesce(struct nvme_pci *n)
+{
+    nvme_pci_stop(n);
+    nvme_ctrl_drain(n->ctrl);
+}
+
+void nvme_pci_resume(struct nvme_pci *n)
+{
+    nvme_pci_start(n);
+}
+
+struct msix *nvme_pci_msix(struct nvme_pci *n)
+{
+    return &n->msix;
+}
+
+struct nvme_ctrl *nvme_pci_ctrl(struct nvme_pci *n)
+{
+    return n->ctrl;
+}

@@ -23,3 +23,10 @@ struct nvme_pci *nvme_pci_create(struct vm *vm, const struct nvme_pci_config *cf
 void nvme_pci_start(struct nvme_pci *n);
 void nvme_pci_stop(struct nvme_pci *n);
 void nvme_pci_free(struct nvme_pci *n);
+
+/* Migration: stop the I/O thread and finish every storage request (completions posted,
+ * interrupts raised), so the controller's state is complete in memory; and back. */
+void nvme_pci_quiesce(struct nvme_pci *n);
+void nvme_pci_resume(struct nvme_pci *n);
+struct msix *nvme_pci_msix(struct nvme_pci *n);
+struct nvme_ctrl *nvme_pci_ctrl(struct nvme_pci *n);
