@@ -1,7 +1,10 @@
 #include "kvm/i8042.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+#include "migrate/buf.h"
 
 #define PORT_DATA   0 /* 0x60 */
 #define PORT_STATUS 4 /* 0x64: status on read, command on write */
@@ -155,4 +158,63 @@ void i8042_io(void *i8042, uint64_t offset, uint8_t *data, uint32_t len, bool is
     /* Outside the lock: the VMM's reset path may stop vCPUs that are in here. */
     if (reset && k->reset)
         k->reset(k->opaque);
+}
+
+/* ---- migration ---- */
+
+#define I8042_STATE_VERSION 1
+#define FLAG_OBF            0x01
+#define FLAG_LAST_CMD       0x02
+
+void i8042_save(struct i8042 *k, struct mig_buf *b)
+{
+    pthread_mutex_lock(&k->lock);
+    mig_put_u16(b, I8042_STATE_VERSION);
+    mig_put_u8(b, k->ctr);
+    mig_put_u8(b, k->pending_cmd);
+    mig_put_u8(b, (k->obf ? FLAG_OBF : 0) | (k->last_was_cmd ? FLAG_LAST_CMD : 0));
+    mig_put_u8(b, k->out);
+    pthread_mutex_unlock(&k->lock);
+}
+
+int i8042_load(struct i8042 *k, struct mig_cursor *c, char *err, size_t errlen)
+{
+    uint16_t version = mig_get_u16(c);
+    /* The version is judged first: another version's layout says nothing about this one. */
+    if (c->bad) {
+        snprintf(err, errlen, "i8042: state truncated before version");
+        return -1;
+    }
+    if (version != I8042_STATE_VERSION) {
+        snprintf(err, errlen, "i8042: state version %u, this nvmevm reads %u", version,
+                 I8042_STATE_VERSION);
+        return -1;
+    }
+    uint8_t ctr = mig_get_u8(c), pending = mig_get_u8(c), flags = mig_get_u8(c);
+    uint8_t out = mig_get_u8(c);
+    if (c->bad) {
+        snprintf(err, errlen, "i8042: state truncated");
+        return -1;
+    }
+    /* Only commands that take a data byte can be half done. */
+    if (pending != 0 && pending != CMD_WRITE_CTR && pending != CMD_WRITE_OUTPUT) {
+        snprintf(err, errlen, "i8042: pending command 0x%02x takes no data byte", pending);
+        return -1;
+    }
+    if (flags & ~(FLAG_OBF | FLAG_LAST_CMD)) {
+        snprintf(err, errlen, "i8042: flags 0x%02x has unknown bits set", flags);
+        return -1;
+    }
+    if (!mig_cursor_done(c)) {
+        snprintf(err, errlen, "i8042: %zu trailing bytes after state", c->len - c->pos);
+        return -1;
+    }
+    pthread_mutex_lock(&k->lock);
+    k->ctr = ctr;
+    k->pending_cmd = pending;
+    k->obf = flags & FLAG_OBF;
+    k->last_was_cmd = flags & FLAG_LAST_CMD;
+    k->out = out;
+    pthread_mutex_unlock(&k->lock);
+    return 0;
 }

@@ -1,6 +1,9 @@
 #include "kvm/msix.h"
 
+#include <stdio.h>
 #include <string.h>
+
+#include "migrate/buf.h"
 
 #define MC_ENABLE      0x8000
 #define MC_FUNC_MASK   0x4000
@@ -143,4 +146,91 @@ bool msix_is_enabled(struct msix *m)
     bool e = m->enabled;
     pthread_mutex_unlock(&m->lock);
     return e;
+}
+
+/* ---- migration ---- */
+
+#define MSIX_STATE_VERSION 1
+#define FLAG_ENABLED       0x01
+#define FLAG_FUNC_MASKED   0x02
+#define PBA_WORDS(n)       (((n) + 63) / 64)
+
+void msix_save(struct msix *m, struct mig_buf *b)
+{
+    pthread_mutex_lock(&m->lock);
+    mig_put_u16(b, MSIX_STATE_VERSION);
+    mig_put_u16(b, (uint16_t)m->nvec);
+    mig_put_u8(b, (m->enabled ? FLAG_ENABLED : 0) | (m->func_masked ? FLAG_FUNC_MASKED : 0));
+    for (unsigned v = 0; v < m->nvec; v++)
+        for (int w = 0; w < 4; w++)
+            mig_put_u32(b, m->table[v][w]);
+    for (unsigned i = 0; i < PBA_WORDS(m->nvec); i++)
+        mig_put_u64(b, m->pba[i]);
+    pthread_mutex_unlock(&m->lock);
+}
+
+int msix_load(struct msix *m, struct mig_cursor *c, char *err, size_t errlen)
+{
+    uint16_t version = mig_get_u16(c);
+    if (c->bad) {
+        snprintf(err, errlen, "msix: state truncated before version");
+        return -1;
+    }
+    if (version != MSIX_STATE_VERSION) {
+        snprintf(err, errlen, "msix: state version %u, this nvmevm reads %u", version,
+                 MSIX_STATE_VERSION);
+        return -1;
+    }
+    /* nvec is fixed when the device is built and is not written under the lock. */
+    unsigned nvec = mig_get_u16(c);
+    uint8_t flags = mig_get_u8(c);
+    if (c->bad) {
+        snprintf(err, errlen, "msix: state truncated in header");
+        return -1;
+    }
+    if (nvec != m->nvec) {
+        snprintf(err, errlen, "msix: %u vectors in the stream, %u here", nvec, m->nvec);
+        return -1;
+    }
+    if (flags & ~(FLAG_ENABLED | FLAG_FUNC_MASKED)) {
+        snprintf(err, errlen, "msix: flags 0x%02x has unknown bits set", flags);
+        return -1;
+    }
+    uint32_t table[MSIX_MAX_VECTORS][4];
+    uint64_t pba[PBA_WORDS(MSIX_MAX_VECTORS)] = {0};
+    for (unsigned v = 0; v < nvec; v++)
+        for (int w = 0; w < 4; w++)
+            table[v][w] = mig_get_u32(c);
+    for (unsigned i = 0; i < PBA_WORDS(nvec); i++)
+        pba[i] = mig_get_u64(c);
+    if (c->bad) {
+        snprintf(err, errlen, "msix: state truncated in table or PBA");
+        return -1;
+    }
+    for (unsigned v = 0; v < nvec; v++) {
+        if (table[v][ENTRY_CTRL] & ~VC_MASKED) {
+            snprintf(err, errlen, "msix: vector %u control 0x%08x has reserved bits set", v,
+                     table[v][ENTRY_CTRL]);
+            return -1;
+        }
+    }
+    if (nvec % 64 && (pba[nvec / 64] >> (nvec % 64))) {
+        snprintf(err, errlen, "msix: PBA has pending bits beyond vector %u", nvec - 1);
+        return -1;
+    }
+    if (!mig_cursor_done(c)) {
+        snprintf(err, errlen, "msix: %zu trailing bytes after state", c->len - c->pos);
+        return -1;
+    }
+
+    pthread_mutex_lock(&m->lock);
+    m->enabled = flags & FLAG_ENABLED;
+    m->func_masked = flags & FLAG_FUNC_MASKED;
+    memcpy(m->table, table, nvec * sizeof(table[0]));
+    memcpy(m->pba, pba, sizeof(m->pba));
+    for (unsigned v = 0; v < m->nvec; v++)
+        route_update(m, v);
+    flush_pending(m);
+    pthread_mutex_unlock(&m->lock);
+    return 0;
 }

@@ -6,12 +6,16 @@
 #pragma once
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define MSIX_MAX_VECTORS 128
 #define MSIX_CAP_ID      0x11
 #define MSIX_CAP_SIZE    12
 #define MSIX_ENTRY_SIZE  16
+
+struct mig_buf;
+struct mig_cursor;
 
 struct msix_ops {
     /* Fire vector vec (unmasked, enabled) with its current address/data. */
@@ -46,3 +50,13 @@ void msix_pba_io(struct msix *m, uint64_t off, uint8_t *data, uint32_t len, bool
 /* The device raises vec: delivered now, or remembered in the PBA while masked. */
 void msix_notify(struct msix *m, unsigned vec);
 bool msix_is_enabled(struct msix *m);
+/*
+ * Migration (MIG_SEC_MSIX, or inside a device's section): Enable, Function Mask, the table
+ * and the PBA. The vector count must equal this side's. After a load every vector's
+ * route_changed is called (routes are not state: the destination builds them anew) and
+ * pending vectors that are now unmasked are delivered. Refusal: -1, a one-line reason in err
+ * (prefixed "msix"), m unchanged. Enable/Function Mask also live in PCI config space: load
+ * PCI first, whose cfg_written then agrees with the state loaded here.
+ */
+void msix_save(struct msix *m, struct mig_buf *b);
+int msix_load(struct msix *m, struct mig_cursor *c, char *err, size_t errlen);

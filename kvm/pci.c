@@ -2,8 +2,11 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "migrate/buf.h"
 #include "util/log.h"
 
 #define CFG_SIZE 256
@@ -11,6 +14,7 @@
 #define REG_VENDOR_ID  0x00
 #define REG_DEVICE_ID  0x02
 #define REG_COMMAND    0x04
+#define REG_STATUS     0x06
 #define REG_CLASS_PROG 0x09
 #define REG_HEADER     0x0e
 #define REG_BAR0       0x10
@@ -398,4 +402,191 @@ void pci_conf1_io(void *pci_bus, uint64_t offset, uint8_t *data, uint32_t len, b
     if (!is_write)
         for (uint32_t i = 0; i < len; i++)
             data[i] = 0xff;
+}
+
+/* ---- migration ---- */
+
+#define PCI_STATE_VERSION 1
+
+struct saved_dev {
+    uint8_t slot;
+    uint8_t cfg[CFG_SIZE];
+};
+
+void pci_bus_save(struct pci_bus *pb, struct mig_buf *b)
+{
+    pthread_mutex_lock(&pb->lock);
+    uint8_t count = 0;
+    for (int s = 0; s < PCI_MAX_DEVS; s++)
+        count += pb->devs[s] != NULL;
+    mig_put_u16(b, PCI_STATE_VERSION);
+    mig_put_u32(b, pb->conf1_addr);
+    mig_put_u8(b, count);
+    for (int s = 0; s < PCI_MAX_DEVS; s++) {
+        if (!pb->devs[s])
+            continue;
+        mig_put_u8(b, (uint8_t)s);
+        mig_put_bytes(b, pb->devs[s]->cfg, CFG_SIZE);
+    }
+    pthread_mutex_unlock(&pb->lock);
+}
+
+/*
+ * Checks one saved function against the one here. Lock held. Read-only bytes must match:
+ * they describe the device (IDs, class, capabilities, BAR type and size), so a difference
+ * means the other side ran a different device, and taking its bytes would lie to the guest.
+ */
+static int saved_dev_check(const struct pci_dev *d, const struct saved_dev *sd, char *err,
+                           size_t errlen)
+{
+    uint32_t sv = le_get(&sd->cfg[REG_VENDOR_ID], 2), sdev = le_get(&sd->cfg[REG_DEVICE_ID], 2);
+    uint32_t hv = le_get(&d->cfg[REG_VENDOR_ID], 2), hdev = le_get(&d->cfg[REG_DEVICE_ID], 2);
+    if (sv != hv || sdev != hdev) {
+        snprintf(err, errlen, "pci %02x: device %04x:%04x in the stream, %04x:%04x here", sd->slot,
+                 sv, sdev, hv, hdev);
+        return -1;
+    }
+    uint32_t sclass = le_get(&sd->cfg[REG_CLASS_PROG], 3),
+             hclass = le_get(&d->cfg[REG_CLASS_PROG], 3);
+    if (sclass != hclass) {
+        snprintf(err, errlen, "pci %02x: class 0x%06x in the stream, 0x%06x here", sd->slot, sclass,
+                 hclass);
+        return -1;
+    }
+    for (int i = 0; i < 6; i++) {
+        uint32_t reg = bar_reg(i), m = le_get(&d->wmask[reg], 4);
+        uint32_t sbar = le_get(&sd->cfg[reg], 4), hbar = le_get(&d->cfg[reg], 4);
+        if ((sbar ^ hbar) & ~m) {
+            snprintf(err, errlen,
+                     "pci %02x: BAR%d 0x%08x does not fit this BAR (fixed bits 0x%08x of 0x%08x)",
+                     sd->slot, i, sbar, hbar & ~m, ~m);
+            return -1;
+        }
+    }
+    for (uint32_t off = 0; off < CFG_SIZE; off++) {
+        /* STATUS is status, not identity: a device that models it restores it itself. */
+        if (off == REG_STATUS || off == REG_STATUS + 1)
+            continue;
+        if ((sd->cfg[off] ^ d->cfg[off]) & ~d->wmask[off]) {
+            snprintf(err, errlen,
+                     "pci %02x: read-only config byte 0x%02x is 0x%02x in the "
+                     "stream, 0x%02x here",
+                     sd->slot, off, sd->cfg[off], d->cfg[off]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t errlen)
+{
+    uint16_t version = mig_get_u16(c);
+    if (c->bad) {
+        snprintf(err, errlen, "pci: state truncated before version");
+        return -1;
+    }
+    if (version != PCI_STATE_VERSION) {
+        snprintf(err, errlen, "pci: state version %u, this nvmevm reads %u", version,
+                 PCI_STATE_VERSION);
+        return -1;
+    }
+    uint32_t conf1 = mig_get_u32(c); /* any value is one a guest could have written */
+    uint8_t count = mig_get_u8(c);
+    if (c->bad) {
+        snprintf(err, errlen, "pci: state truncated in bus registers");
+        return -1;
+    }
+    if (count > PCI_MAX_DEVS) {
+        snprintf(err, errlen, "pci: %u devices exceed the bus's %d slots", count, PCI_MAX_DEVS);
+        return -1;
+    }
+    struct saved_dev *sd = calloc(count ? count : 1, sizeof(*sd));
+    if (!sd) {
+        snprintf(err, errlen, "pci: out of memory");
+        return -1;
+    }
+    int ret = -1;
+    for (unsigned i = 0; i < count; i++) {
+        sd[i].slot = mig_get_u8(c);
+        if (!mig_get_bytes(c, sd[i].cfg, CFG_SIZE)) {
+            snprintf(err, errlen, "pci: state truncated in device %u of %u", i + 1, count);
+            goto out;
+        }
+        if (sd[i].slot >= PCI_MAX_DEVS) {
+            snprintf(err, errlen, "pci: slot %u beyond the bus's %d slots", sd[i].slot,
+                     PCI_MAX_DEVS);
+            goto out;
+        }
+        /* Ascending order makes duplicates impossible to miss. */
+        if (i > 0 && sd[i].slot <= sd[i - 1].slot) {
+            snprintf(err, errlen, "pci: slot %u listed after slot %u (duplicate or unsorted)",
+                     sd[i].slot, sd[i - 1].slot);
+            goto out;
+        }
+    }
+    if (!mig_cursor_done(c)) {
+        snprintf(err, errlen, "pci: %zu trailing bytes after state", c->len - c->pos);
+        goto out;
+    }
+
+    pthread_mutex_lock(&pb->lock);
+    bool in_stream[PCI_MAX_DEVS] = {false};
+    for (unsigned i = 0; i < count; i++) {
+        const struct pci_dev *d = pb->devs[sd[i].slot];
+        if (!d) {
+            snprintf(err, errlen, "pci %02x: device %04x:%04x in the stream is not present here",
+                     sd[i].slot, le_get(&sd[i].cfg[REG_VENDOR_ID], 2),
+                     le_get(&sd[i].cfg[REG_DEVICE_ID], 2));
+            pthread_mutex_unlock(&pb->lock);
+            goto out;
+        }
+        if (saved_dev_check(d, &sd[i], err, errlen)) {
+            pthread_mutex_unlock(&pb->lock);
+            goto out;
+        }
+        in_stream[sd[i].slot] = true;
+    }
+    for (int s = 0; s < PCI_MAX_DEVS; s++) {
+        const struct pci_dev *d = pb->devs[s];
+        if (d && !in_stream[s]) {
+            snprintf(err, errlen, "pci %02x: device %04x:%04x here is missing from the stream", s,
+                     le_get(&d->cfg[REG_VENDOR_ID], 2), le_get(&d->cfg[REG_DEVICE_ID], 2));
+            pthread_mutex_unlock(&pb->lock);
+            goto out;
+        }
+    }
+
+    /* Commit: every check passed, nothing below can fail. */
+    pb->conf1_addr = conf1;
+    for (unsigned i = 0; i < count; i++) {
+        struct pci_dev *d = pb->devs[sd[i].slot];
+        for (uint32_t off = 0; off < CFG_SIZE; off++)
+            d->cfg[off] =
+                (uint8_t)((d->cfg[off] & ~d->wmask[off]) | (sd[i].cfg[off] & d->wmask[off]));
+    }
+    /* Unmap everything before mapping anything: otherwise a BAR moving onto an address that
+     * another BAR is about to leave would find it still claimed and stay unmapped. */
+    for (unsigned i = 0; i < count; i++) {
+        struct pci_dev *d = pb->devs[sd[i].slot];
+        for (int b = 0; b < 6; b++) {
+            struct pci_bar *bar = &d->bar[b];
+            if (bar->mapped)
+                bus_unregister(bar->kind == PCI_BAR_IO ? pb->pio : pb->mmio, bar->addr);
+            bar->mapped = false;
+        }
+    }
+    for (unsigned i = 0; i < count; i++)
+        bars_update(pb, pb->devs[sd[i].slot]);
+    pthread_mutex_unlock(&pb->lock);
+
+    /* Unlocked, as after guest writes: devices may read config space back. */
+    for (unsigned i = 0; i < count; i++) {
+        struct pci_dev *d = pb->devs[sd[i].slot];
+        if (d->cfg_written)
+            d->cfg_written(d, 0, CFG_SIZE);
+    }
+    ret = 0;
+out:
+    free(sd);
+    return ret;
 }

@@ -7,6 +7,7 @@
  */
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kvm/bus.h"
@@ -39,6 +40,8 @@ struct pci_dev {
 };
 
 struct pci_bus;
+struct mig_buf;
+struct mig_cursor;
 
 /* MMIO BARs are allocated from [mmio_base, mmio_base+mmio_size), IO BARs from 0xc000. */
 struct pci_bus *pci_bus_new(struct bus *pio, struct bus *mmio, uint64_t mmio_base,
@@ -52,3 +55,14 @@ void pci_conf1_io(void *pci_bus, uint64_t offset, uint8_t *data, uint32_t len, b
 uint32_t pci_cfg_read(struct pci_bus *pb, uint8_t slot, uint8_t fn, uint32_t off, uint32_t len);
 void pci_cfg_write(struct pci_bus *pb, uint8_t slot, uint8_t fn, uint32_t off, uint32_t len,
                    uint32_t val);
+
+/*
+ * Migration (MIG_SEC_PCI): the conf1 address and every function's config space.
+ * Load needs the same devices in the same slots (vendor, device, class, read-only bytes and
+ * BAR type/size bits equal), takes only guest-writable bits from the stream, remaps every
+ * BAR as guest writes would, then calls each device's cfg_written(d, 0, 256) so the device
+ * picks up config-held state (e.g. MSI-X Enable/Function Mask). Refusal: -1, a one-line
+ * reason in err, bus unchanged.
+ */
+void pci_bus_save(struct pci_bus *pb, struct mig_buf *b);
+int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t errlen);

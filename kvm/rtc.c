@@ -1,7 +1,11 @@
 #include "kvm/rtc.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "migrate/buf.h"
 
 #define REG_SECONDS 0x00
 #define REG_MINUTES 0x02
@@ -124,4 +128,61 @@ void rtc_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_
     for (uint32_t i = 1; !is_write && i < len; i++)
         data[i] = 0xff;
     pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- migration ---- */
+
+#define RTC_STATE_VERSION 1
+#define RTC_RAM_SIZE      128
+#define A_UIP             0x80
+
+void rtc_save(struct rtc *r, struct mig_buf *b)
+{
+    pthread_mutex_lock(&r->lock);
+    mig_put_u16(b, RTC_STATE_VERSION);
+    mig_put_u8(b, r->index);
+    mig_put_bytes(b, r->ram, RTC_RAM_SIZE);
+    pthread_mutex_unlock(&r->lock);
+}
+
+int rtc_load(struct rtc *r, struct mig_cursor *c, char *err, size_t errlen)
+{
+    uint16_t version = mig_get_u16(c);
+    if (c->bad) {
+        snprintf(err, errlen, "rtc: state truncated before version");
+        return -1;
+    }
+    if (version != RTC_STATE_VERSION) {
+        snprintf(err, errlen, "rtc: state version %u, this nvmevm reads %u", version,
+                 RTC_STATE_VERSION);
+        return -1;
+    }
+    uint8_t index = mig_get_u8(c);
+    uint8_t ram[RTC_RAM_SIZE];
+    if (!mig_get_bytes(c, ram, sizeof(ram))) {
+        snprintf(err, errlen, "rtc: state truncated in CMOS RAM");
+        return -1;
+    }
+    /* The values below are ones no guest write can produce (see rtc_io and write_reg). */
+    if (index >= RTC_RAM_SIZE) {
+        snprintf(err, errlen, "rtc: index 0x%02x beyond CMOS RAM", index);
+        return -1;
+    }
+    if (ram[REG_A] & A_UIP) {
+        snprintf(err, errlen, "rtc: register A 0x%02x has UIP set", ram[REG_A]);
+        return -1;
+    }
+    if (ram[REG_D] != D_VALID) {
+        snprintf(err, errlen, "rtc: register D 0x%02x is read-only 0x%02x", ram[REG_D], D_VALID);
+        return -1;
+    }
+    if (!mig_cursor_done(c)) {
+        snprintf(err, errlen, "rtc: %zu trailing bytes after state", c->len - c->pos);
+        return -1;
+    }
+    pthread_mutex_lock(&r->lock);
+    r->index = index;
+    memcpy(r->ram, ram, sizeof(ram));
+    pthread_mutex_unlock(&r->lock);
+    return 0;
 }

@@ -2,8 +2,13 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
+
+#include "migrate/buf.h"
 
 /* Register offsets (DLAB=0 meaning unless noted). */
 enum {
@@ -313,4 +318,133 @@ size_t uart_input_space(struct uart *u)
     size_t space = INPUT_QUEUE_SIZE - u->in_count;
     pthread_mutex_unlock(&u->lock);
     return space;
+}
+
+/* ---- migration ---- */
+
+#define UART_STATE_VERSION 1
+#define FLAG_FIFO          0x01
+#define FLAG_THRI          0x02
+#define MSR_DELTA_MASK     0x0f
+
+void uart_save(struct uart *u, struct mig_buf *b)
+{
+    pthread_mutex_lock(&u->lock);
+    mig_put_u16(b, UART_STATE_VERSION);
+    mig_put_u8(b, u->ier);
+    mig_put_u8(b, u->lcr);
+    mig_put_u8(b, u->mcr);
+    mig_put_u8(b, u->scr);
+    mig_put_u8(b, u->dll);
+    mig_put_u8(b, u->dlm);
+    mig_put_u8(b, (u->fifo_enabled ? FLAG_FIFO : 0) | (u->thri_pending ? FLAG_THRI : 0));
+    mig_put_u8(b, u->msr_delta);
+    /* The queue goes out unwrapped, oldest byte first. */
+    mig_put_u32(b, (uint32_t)u->in_count);
+    size_t first = INPUT_QUEUE_SIZE - u->in_head;
+    if (first > u->in_count)
+        first = u->in_count;
+    mig_put_bytes(b, u->in + u->in_head, first);
+    mig_put_bytes(b, u->in, u->in_count - first);
+    pthread_mutex_unlock(&u->lock);
+}
+
+/* Formats err and returns -1: every refusal below is a one-liner naming the field. */
+static int uart_refuse(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int uart_refuse(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = snprintf(err, errlen, "uart: ");
+        if (n >= 0 && (size_t)n < errlen)
+            vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int uart_load(struct uart *u, struct mig_cursor *c, char *err, size_t errlen)
+{
+    /* Decoded into a scratch copy so a refusal leaves the live device untouched. It is heap
+     * allocated because the queue makes it too big for a vCPU thread's stack comfort. */
+    struct uart *t = malloc(sizeof(*t));
+    if (!t)
+        return uart_refuse(err, errlen, "out of memory");
+    int ret = -1;
+    uint16_t version = mig_get_u16(c);
+    if (c->bad) {
+        uart_refuse(err, errlen, "state truncated before version");
+        goto out;
+    }
+    if (version != UART_STATE_VERSION) {
+        uart_refuse(err, errlen, "state version %u, this nvmevm reads %u", version,
+                    UART_STATE_VERSION);
+        goto out;
+    }
+    t->ier = mig_get_u8(c);
+    t->lcr = mig_get_u8(c);
+    t->mcr = mig_get_u8(c);
+    t->scr = mig_get_u8(c);
+    t->dll = mig_get_u8(c);
+    t->dlm = mig_get_u8(c);
+    uint8_t flags = mig_get_u8(c);
+    t->msr_delta = mig_get_u8(c);
+    uint32_t count = mig_get_u32(c);
+    if (c->bad) {
+        uart_refuse(err, errlen, "state truncated in registers");
+        goto out;
+    }
+    if (t->ier & ~IER_MASK) {
+        uart_refuse(err, errlen, "IER 0x%02x has reserved bits set", t->ier);
+        goto out;
+    }
+    if (t->mcr & ~MCR_MASK) {
+        uart_refuse(err, errlen, "MCR 0x%02x has reserved bits set", t->mcr);
+        goto out;
+    }
+    if (flags & ~(FLAG_FIFO | FLAG_THRI)) {
+        uart_refuse(err, errlen, "flags 0x%02x has unknown bits set", flags);
+        goto out;
+    }
+    if (t->msr_delta & ~MSR_DELTA_MASK) {
+        uart_refuse(err, errlen, "MSR delta 0x%02x has non-delta bits set", t->msr_delta);
+        goto out;
+    }
+    if (count > INPUT_QUEUE_SIZE) {
+        uart_refuse(err, errlen, "input length %u exceeds queue size %d", count, INPUT_QUEUE_SIZE);
+        goto out;
+    }
+    if (!mig_get_bytes(c, t->in, count)) {
+        uart_refuse(err, errlen, "input truncated (%u bytes announced)", count);
+        goto out;
+    }
+    if (!mig_cursor_done(c)) {
+        uart_refuse(err, errlen, "%zu trailing bytes after state", c->len - c->pos);
+        goto out;
+    }
+
+    pthread_mutex_lock(&u->lock);
+    u->ier = t->ier;
+    u->lcr = t->lcr;
+    u->mcr = t->mcr;
+    u->scr = t->scr;
+    u->dll = t->dll;
+    u->dlm = t->dlm;
+    u->fifo_enabled = flags & FLAG_FIFO;
+    u->thri_pending = flags & FLAG_THRI;
+    u->msr_delta = t->msr_delta;
+    memcpy(u->in, t->in, count);
+    u->in_head = 0;
+    u->in_count = count;
+    /* Force the line: the destination's interrupt controller may not match our cached level. */
+    u->irq_level = -1;
+    update_irq(u);
+    pthread_mutex_unlock(&u->lock);
+    ret = 0;
+out:
+    free(t);
+    return ret;
 }

@@ -13,6 +13,8 @@
 #define UART_NR_PORTS  8
 
 struct uart;
+struct mig_buf;
+struct mig_cursor;
 
 struct uart *uart_new(int out_fd, void (*irq_set)(void *opaque, int level), void *irq_opaque);
 void uart_free(struct uart *u);
@@ -22,3 +24,10 @@ void uart_io(void *uart, uint64_t offset, uint8_t *data, uint32_t len, bool is_w
 size_t uart_input(struct uart *u, const uint8_t *buf, size_t n);
 /* Free space in the input queue (the host stops reading stdin at 0). */
 size_t uart_input_space(struct uart *u);
+
+/* Migration (MIG_SEC_UART): registers, pending-interrupt state and unread input. Load refuses
+ * a bad state with a one-line reason in err and leaves u unchanged; on success it drives the
+ * IRQ line to the loaded level (always calls irq_set, since the line's state on this side is
+ * unknown). */
+void uart_save(struct uart *u, struct mig_buf *b);
+int uart_load(struct uart *u, struct mig_cursor *c, char *err, size_t errlen);
