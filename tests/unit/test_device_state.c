@@ -613,6 +613,44 @@ Test(pci_state, command_off_unmaps)
     side_free(&dst);
 }
 
+/* Two devices trade BAR0 addresses: each new address is still claimed by the other device's
+ * old mapping until that one moves, so a device-by-device remap would leave one unmapped. */
+Test(pci_state, bars_trading_places)
+{
+    struct side src, dst;
+    side_init(&src, 0x1234, true);
+    side_init(&dst, 0x1234, true);
+    struct bar_log src_b = {0}, dst_b = {0};
+    struct pci_dev src_dev2 = src.dev, dst_dev2 = dst.dev;
+    /* A copy of device 1 made after registration: drop its BARs, keep its identity. */
+    for (int i = 0; i < 6; i++)
+        src_dev2.bar[i] = dst_dev2.bar[i] = (struct pci_bar){0};
+    memset(src_dev2.cfg + 0x10, 0, 24), memset(src_dev2.wmask + 0x10, 0, 24);
+    memset(dst_dev2.cfg + 0x10, 0, 24), memset(dst_dev2.wmask + 0x10, 0, 24);
+    src_dev2.bar[0] = (struct pci_bar){PCI_BAR_MEM32, 0x4000, bar_io, &src_b, 0, false};
+    dst_dev2.bar[0] = (struct pci_bar){PCI_BAR_MEM32, 0x4000, bar_io, &dst_b, 0, false};
+    src_dev2.cfg_written = dst_dev2.cfg_written = NULL;
+    cr_assert_eq(pci_add_device(src.pb, &src_dev2), 0);
+    cr_assert_eq(pci_add_device(dst.pb, &dst_dev2), 0);
+    uint32_t a = pci_cfg_read(dst.pb, 1, 0, 0x10, 4), b = pci_cfg_read(dst.pb, 2, 0, 0x10, 4);
+    for (uint8_t slot = 1; slot <= 2; slot++)
+        pci_cfg_write(dst.pb, slot, 0, 0x04, 2, 0x0002);
+    /* The guest swaps them with decoding off, then turns decoding on. */
+    pci_cfg_write(src.pb, 1, 0, 0x10, 4, b);
+    pci_cfg_write(src.pb, 2, 0, 0x10, 4, a);
+    for (uint8_t slot = 1; slot <= 2; slot++)
+        pci_cfg_write(src.pb, slot, 0, 0x04, 2, 0x0002);
+
+    pci_move(&src, &dst);
+    uint8_t buf[4];
+    cr_assert(bus_dispatch(dst.mmio, a + 4, buf, 4, false));
+    cr_assert_eq(dst_b.calls, 1, "device 2 now answers at device 1's old address");
+    cr_assert(bus_dispatch(dst.mmio, b + 4, buf, 4, false));
+    cr_assert_eq(dst.mem.calls, 1, "and device 1 at device 2's");
+    side_free(&src);
+    side_free(&dst);
+}
+
 Test(pci_state, hostile)
 {
     struct side src, dst;
