@@ -84,3 +84,19 @@ void nvme_ctrl_drain(struct nvme_ctrl *c);
 /* Earliest time (CLOCK_MONOTONIC, ms) nvme_ctrl_process() has timed work to do, such as an
  * interrupt delayed by coalescing; UINT64_MAX if none. The I/O thread sleeps until then. */
 uint64_t nvme_ctrl_next_deadline_ms(struct nvme_ctrl *c);
+
+/* ---- Live migration (emu/nvme_migrate.c; byte buffers from migrate/buf.h) ---- */
+struct mig_buf;
+struct mig_cursor;
+/* Appends the controller's state. Order on the source: stop vCPUs, nvme_ctrl_drain(),
+ * then save (no storage request may be in flight; the stream says so if one was, and the
+ * destination refuses it). Leaves the controller unchanged: the source may resume. */
+void nvme_ctrl_save(struct nvme_ctrl *c, struct mig_buf *b);
+/* Replaces the state of c, created from the same configuration (same namespaces and
+ * sizes) on the destination's guest RAM, with the saved state. Everything is validated
+ * first: on error returns -1 with a one-line reason in err and c is unchanged. Call
+ * before vCPUs and the I/O thread start; then nvme_ctrl_post_load(). */
+int nvme_ctrl_load(struct nvme_ctrl *c, struct mig_cursor *cur, char *err, size_t errlen);
+/* After every device's state is loaded (PCI config, MSI-X table): re-drives the INTx
+ * level and MSI-X vectors with unconsumed completions, and kicks the I/O thread. */
+void nvme_ctrl_post_load(struct nvme_ctrl *c);
