@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "migrate/buf.h"
 #include "tests/unit/nvme_host.h"
@@ -145,9 +146,14 @@ Test(nvme_migrate, busy_controller_round_trip)
     smart(a, &sa);
     cr_assert_eq(sa.host_reads[0], QD - 1 + NPARKED);
 
+    unsigned before = a->msix[2];
     b = migrate(a);
     cr_assert_eq(b->c->cq[2].parked_count, NPARKED);
     cr_assert_eq(b->c->aer_outstanding, 1);
+    /* CQ 2 holds entries the host has not consumed: its vector is signalled again. */
+    cr_assert(before >= 1);
+    cr_assert_eq(b->msix[2], 1);
+    cr_assert_eq(b->msix[1], 0);
     cr_assert_eq(nvme_reqs_outstanding(b->c), NPARKED + 1);
     /* The host drains CQ 2: the 15 posted on A, then the parked ones as space frees. */
     for (int i = 0; i < QD - 1 + NPARKED; i++) {
@@ -275,6 +281,32 @@ Test(nvme_migrate, intx_level_redriven)
     cr_assert_eq(host_wait(b, 0, NULL), 0);
     host_process(b);
     cr_assert_eq(b->intx, 0);
+}
+
+Test(nvme_migrate, coalescing_deadline_carried_as_remaining_time)
+{
+    a = new_host(1);
+    cr_assert_eq(host_create_io_queues(a, 1, QD, -1), 1);
+    cr_assert_eq(host_set_feature(a, NVME_FEAT_FID_IRQ_COALESCE, 255u << 8 | 10, NULL), 0);
+    uint64_t buf = host_alloc(a, 4096);
+    struct nvme_sqe r = rw_cmd(nvme_cmd_read, 1, 0, 0, buf);
+    host_submit(a, 1, &r, false);
+    for (int i = 0; i < 3; i++)
+        host_process(a);
+    cr_assert_eq(a->msix[1], 0);
+    cr_assert_neq(a->c->cq[1].irq_deadline_us, 0);
+
+    b = migrate(a);
+    uint64_t now = nvme_now_us(), dl = b->c->cq[1].irq_deadline_us;
+    cr_assert(dl > now && dl <= now + 25500 + 1, "deadline %llu us away",
+              (unsigned long long)(dl - now));
+    cr_assert_eq(b->c->cq[1].unsignalled, 1);
+    cr_assert_eq(b->msix[1], 0);
+    cr_assert_neq(nvme_ctrl_next_deadline_ms(b->c), UINT64_MAX);
+    nanosleep(&(struct timespec){.tv_nsec = 30 * 1000000}, NULL);
+    host_process(b);
+    cr_assert_eq(b->msix[1], 1);
+    cr_assert_eq(host_wait(b, 1, NULL), 0);
 }
 
 /* ---- hostile streams ---- */
