@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "kvm/vm.h"
+#include "migrate/migrate.h"
 #include "util/log.h"
 
 int control_default_path(const char *name, char *out, size_t outlen)
@@ -60,13 +61,36 @@ void control_close(struct control *c)
     }
 }
 
-/* Extracts the value of "cmd" from a one-line JSON object. */
-static int parse_cmd(const char *line, char *cmd, size_t len)
+/* Finds "key": in a one-line JSON object; returns a pointer after the colon. */
+static const char *json_field(const char *line, const char *key)
 {
-    const char *p = strstr(line, "\"cmd\"");
+    char pat[40];
+    snprintf(pat, sizeof(pat), "\"%s\"", key);
+    const char *p = strstr(line, pat);
     if (!p)
-        return -1;
-    p = strchr(p + 5, ':');
+        return NULL;
+    p = strchr(p + strlen(pat), ':');
+    return p ? p + 1 : NULL;
+}
+
+static uint64_t json_u64(const char *line, const char *key, uint64_t dflt)
+{
+    const char *p = json_field(line, key);
+    if (!p)
+        return dflt;
+    while (*p == ' ')
+        p++;
+    if (strncmp(p, "true", 4) == 0)
+        return 1;
+    if (strncmp(p, "false", 5) == 0)
+        return 0;
+    return strtoull(p, NULL, 10);
+}
+
+/* Extracts the string value of key from a one-line JSON object. */
+static int json_str(const char *line, const char *key, char *out, size_t len)
+{
+    const char *p = json_field(line, key);
     if (!p)
         return -1;
     p = strchr(p, '"');
@@ -75,9 +99,15 @@ static int parse_cmd(const char *line, char *cmd, size_t len)
     const char *e = strchr(++p, '"');
     if (!e || (size_t)(e - p) >= len)
         return -1;
-    memcpy(cmd, p, (size_t)(e - p));
-    cmd[e - p] = '\0';
+    memcpy(out, p, (size_t)(e - p));
+    out[e - p] = '\0';
     return 0;
+}
+
+/* Extracts the value of "cmd" from a one-line JSON object. */
+static int parse_cmd(const char *line, char *cmd, size_t len)
+{
+    return json_str(line, "cmd", cmd, len);
 }
 
 static void reply(int fd, const char *s)
@@ -109,7 +139,7 @@ void control_serve_one(struct control *c, struct vm *vm)
         n++;
     }
     line[n] = '\0';
-    char cmd[32], out[256];
+    char cmd[32], out[400];
     if (parse_cmd(line, cmd, sizeof(cmd)) < 0) {
         reply(fd, "{\"ok\":false,\"error\":\"expected {\\\"cmd\\\":\\\"...\\\"}\"}\n");
     } else if (strcmp(cmd, "status") == 0) {
@@ -124,6 +154,33 @@ void control_serve_one(struct control *c, struct vm *vm)
     } else if (strcmp(cmd, "resume") == 0) {
         vm_resume(vm);
         reply(fd, "{\"ok\":true,\"state\":\"running\"}\n");
+    } else if (strcmp(cmd, "migrate") == 0) {
+        struct mig_params mp = {.downtime_ms = 300};
+        char err[256];
+        if (json_str(line, "uri", mp.uri, sizeof(mp.uri)) < 0) {
+            reply(fd, "{\"ok\":false,\"error\":\"migrate: missing \\\"uri\\\"\"}\n");
+        } else {
+            mp.downtime_ms = (unsigned)json_u64(line, "downtime_ms", 300);
+            mp.max_bandwidth = json_u64(line, "max_bandwidth", 0);
+            mp.timeout_s = (unsigned)json_u64(line, "timeout_s", 0);
+            mp.force_on_timeout = json_u64(line, "force", 0) != 0;
+            mp.auto_converge = json_u64(line, "auto_converge", 0) != 0;
+            if (migrate_start(vm, &mp, err, sizeof(err)) < 0) {
+                snprintf(out, sizeof(out), "{\"ok\":false,\"error\":\"%s\"}\n", err);
+                reply(fd, out);
+            } else {
+                reply(fd, "{\"ok\":true,\"migration\":\"active\"}\n");
+            }
+        }
+    } else if (strcmp(cmd, "migrate-status") == 0) {
+        char js[768];
+        migrate_status_json(vm, js, sizeof(js));
+        c->status_reads++;
+        reply(fd, js);
+        reply(fd, "\n");
+    } else if (strcmp(cmd, "migrate-cancel") == 0) {
+        migrate_cancel(vm);
+        reply(fd, "{\"ok\":true}\n");
     } else if (strcmp(cmd, "quit") == 0) {
         reply(fd, "{\"ok\":true,\"state\":\"stopping\"}\n");
         vm_request_stop(vm, 0);
@@ -132,6 +189,37 @@ void control_serve_one(struct control *c, struct vm *vm)
         reply(fd, out);
     }
     close(fd);
+}
+
+int control_request(const char *path, const char *req, char *out, size_t outlen)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        errno = e;
+        return -1;
+    }
+    reply(fd, req);
+    size_t n = 0;
+    while (n + 1 < outlen) {
+        ssize_t r = read(fd, out + n, outlen - 1 - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        if (out[n - 1] == '\n')
+            break;
+    }
+    out[n] = '\0';
+    close(fd);
+    if (n == 0) {
+        errno = ECONNRESET;
+        return -1;
+    }
+    return 0;
 }
 
 int control_client_main(int argc, char **argv)
@@ -165,20 +253,10 @@ int control_client_main(int argc, char **argv)
         die("ctl: expected one command: status, pause, resume or quit");
     if (!*path)
         die("ctl: say which VM with --socket PATH or --vm NAME");
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        die_errno("%s", path);
-    char req[96];
+    char req[96], buf[1024];
     snprintf(req, sizeof(req), "{\"cmd\":\"%s\"}\n", argv[optind]);
-    reply(fd, req);
-    char buf[512];
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        die("%s: no answer from nvmevm", path);
-    buf[n] = '\0';
+    if (control_request(path, req, buf, sizeof(buf)) < 0)
+        die_errno("%s", path);
     fputs(buf, stdout);
     return strstr(buf, "\"ok\":true") ? 0 : 1;
 }

@@ -1,6 +1,9 @@
 /*
  * Per-VM control socket (UNIX stream, mode 0600, JSON lines). One request per
- * connection: {"cmd":"status"|"pause"|"resume"|"quit"} -> {"ok":true,...}.
+ * connection: {"cmd":"status"|"pause"|"resume"|"quit"} -> {"ok":true,...}, and for live
+ * migration {"cmd":"migrate","uri":"tcp:H:P","downtime_ms":300,"max_bandwidth":B,
+ * "timeout_s":S,"force":false,"auto_converge":false}, {"cmd":"migrate-status"},
+ * {"cmd":"migrate-cancel"}.
  */
 #pragma once
 #include <stddef.h>
@@ -10,6 +13,7 @@ struct vm;
 struct control {
     int listen_fd;
     char path[108];
+    unsigned status_reads; /* migrate-status answers given (the source waits for one) */
 };
 
 /* Default socket path for a VM name: $XDG_RUNTIME_DIR/nvmevm/NAME.sock, /run/nvmevm as root. */
@@ -19,6 +23,9 @@ void control_open(struct control *c, const char *path);
 /* Serves one pending connection (call when listen_fd is readable). */
 void control_serve_one(struct control *c, struct vm *vm);
 void control_close(struct control *c);
+
+/* Sends one request line and reads the one-line answer. 0, or -1 with errno set. */
+int control_request(const char *path, const char *req, char *out, size_t outlen);
 
 /* Client side: "nvmevm ctl [--socket PATH | --vm NAME] COMMAND". */
 int control_client_main(int argc, char **argv);

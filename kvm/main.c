@@ -10,6 +10,7 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kvm/console.h"
@@ -18,6 +19,8 @@
 #include "kvm/probe.h"
 #include "kvm/uart.h"
 #include "kvm/vm.h"
+#include "migrate/client.h"
+#include "migrate/migrate.h"
 #include "util/log.h"
 #include "util/size.h"
 
@@ -59,6 +62,8 @@ static void usage_run(FILE *f)
             "  --queues N       NVMe I/O queue pairs offered to the guest, 1..64 (default 8)\n"
             "  --poll-us N      the NVMe I/O thread spins N microseconds for new work before\n"
             "                   sleeping (default 0)\n"
+            "  --incoming URI   receive a live migration on tcp:HOST:PORT instead of booting\n"
+            "                   (start with the same --mem, --cpus and disks as the source)\n"
             "  -h, --help       this text\n"
             "\n"
             "Console: the guest's ttyS0 is on stdin/stdout; Ctrl-A x quits, Ctrl-A Ctrl-A\n"
@@ -75,6 +80,7 @@ static void usage(FILE *f)
                "commands:\n"
                "  run      boot a guest (nvmevm run --help)\n"
                "  ctl      talk to a running nvmevm: status, pause, resume, quit\n"
+               "  migrate  live-migrate a running nvmevm (nvmevm migrate --help)\n"
                "  probe    tell whether this host's /dev/kvm can run a Linux kernel\n"
                "  version  print the version\n");
 }
@@ -94,6 +100,7 @@ struct run_opts {
     enum blk_cache cache;
     unsigned queues;
     unsigned poll_us;
+    const char *incoming;
     const char *name;
     const char *control;
     bool read_stdin;
@@ -198,7 +205,7 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         {"control", required_argument, NULL, 'C'}, {"no-stdin", no_argument, NULL, 'S'},
         {"mem-shared", no_argument, NULL, 'M'},   {"disk", required_argument, NULL, 'D'},
         {"cache", required_argument, NULL, 'W'},  {"queues", required_argument, NULL, 'Q'},
-        {"poll-us", required_argument, NULL, 'P'},
+        {"poll-us", required_argument, NULL, 'P'}, {"incoming", required_argument, NULL, 'I'},
         {"help", no_argument, NULL, 'h'},         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -223,6 +230,7 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         case 'M': o->cfg.mem_shared = true; break;
         case 'D': add_disk(o, optarg); break;
         case 'Q': o->queues = parse_uint("--queues", optarg, 1, NVME_MAX_IO_QUEUES); break;
+        case 'I': o->incoming = optarg; break;
         case 'P': o->poll_us = parse_uint("--poll-us", optarg, 0, 10000000); break;
         case 'W':
             if (strcmp(optarg, "none") == 0)
@@ -295,6 +303,33 @@ static bool pump_stdin(struct vm *vm, struct console_filter *cf)
     return !quit;
 }
 
+/* After a successful migration the guest lives on elsewhere: stop once `nvmevm migrate`
+ * has read the result (or 3 s later if nobody asks). */
+static bool migration_done(struct vm *vm, struct control *ctl)
+{
+    static unsigned reads_at_completion;
+    static double completed_at;
+    char js[768];
+    if (!vm->mig)
+        return false;
+    migrate_status_json(vm, js, sizeof(js));
+    if (!strstr(js, "\"migration\":\"completed\""))
+        return false;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (completed_at == 0) {
+        completed_at = now;
+        reads_at_completion = ctl->status_reads;
+        fprintf(stderr, "nvmevm: migrated; the guest now runs at the destination\n");
+    }
+    if (ctl->status_reads > reads_at_completion || now - completed_at > 3) {
+        vm_request_stop(vm, 0);
+        return true;
+    }
+    return false;
+}
+
 static int event_loop(struct vm *vm, struct control *ctl, bool read_stdin)
 {
     int sfd = signal_fd();
@@ -309,8 +344,11 @@ static int event_loop(struct vm *vm, struct control *ctl, bool read_stdin)
             {.fd = stdin_open && uart_input_space(vm->uart) ? STDIN_FILENO : -1,
              .events = POLLIN},
         };
-        /* While the UART's input queue is full, re-check every 10 ms for room. */
-        int r = poll(p, 4, stdin_open ? 10 : -1);
+        if (migration_done(vm, ctl))
+            break;
+        /* While the UART's input queue is full, re-check every 10 ms for room; during a
+         * migration, every 100 ms for its end. */
+        int r = poll(p, 4, stdin_open ? 10 : vm->mig ? 100 : -1);
         if (r < 0 && errno != EINTR)
             die_errno("poll");
         if (p[0].revents & POLLIN)
@@ -345,7 +383,9 @@ static void open_disks(const struct run_opts *o, struct nvme_pci_config *nc)
     nc->ctrl.mdts = 7;
     nc->ctrl.nr_ns = o->ndisks;
     for (int i = 0; i < o->ndisks; i++) {
-        struct blk_open_opts bo = {.read_only = o->disks[i].ro, .cache = o->cache, .lock = true};
+        /* An incoming VM takes the locks only when the source hands the disks over. */
+        struct blk_open_opts bo = {.read_only = o->disks[i].ro, .cache = o->cache,
+                                   .lock = !o->incoming};
         char err[256];
         struct blk_dev *b = blk_open(o->disks[i].path, &bo, err, sizeof(err));
         if (!b)
@@ -384,12 +424,27 @@ static int cmd_run(int argc, char **argv)
     block_kick_signal();
     struct vm vm;
     vm_create(&vm, &o.cfg);
-    if (o.ndisks)
+    if (o.ndisks) {
         vm.nvme = nvme_pci_create(&vm, &nc);
-    vm_load_kernel(&vm);
-    warn_if_linux_cannot_run(&vm);
+        vm.disks = &nc.ctrl;
+    }
+    if (o.incoming) {
+        vm_prepare_incoming(&vm);
+    } else {
+        vm_load_kernel(&vm);
+        warn_if_linux_cannot_run(&vm);
+    }
     struct control ctl;
     control_open(&ctl, path);
+    fprintf(stderr, "nvmevm: control socket %s\n", path);
+    if (o.incoming) {
+        char err[300];
+        if (migrate_incoming(&vm, o.incoming, err, sizeof(err)) < 0) {
+            control_close(&ctl);
+            die("incoming migration refused: %s", err);
+        }
+        fprintf(stderr, "nvmevm: migration received, the guest runs here\n");
+    }
     if (o.read_stdin)
         console_raw_mode(STDIN_FILENO);
     if (vm.nvme)
@@ -398,6 +453,7 @@ static int cmd_run(int argc, char **argv)
     int status = event_loop(&vm, &ctl, o.read_stdin);
     console_restore();
     control_close(&ctl);
+    migrate_cleanup(&vm);
     nvme_pci_free(vm.nvme);
     vm_destroy(&vm);
     close_disks(&nc);
@@ -418,6 +474,8 @@ int main(int argc, char **argv)
         return probe_main(argc - 1, argv + 1);
     if (strcmp(cmd, "ctl") == 0)
         return control_client_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "migrate") == 0)
+        return migrate_client_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("nvmevm 0.1.0\n");
         return 0;

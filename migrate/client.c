@@ -54,7 +54,11 @@ static int find_socket(char *path, size_t len)
         size_t n = strlen(e->d_name);
         if (n > 5 && strcmp(e->d_name + n - 5, ".sock") == 0) {
             found++;
-            snprintf(path, len, "%s/%s", probe, e->d_name);
+            if (strlen(probe) + 1 + n >= len)
+                die("%s/%s: path too long", probe, e->d_name);
+            memcpy(path, probe, strlen(probe));
+            path[strlen(probe)] = '/';
+            memcpy(path + strlen(probe) + 1, e->d_name, n + 1);
         }
     }
     closedir(d);
@@ -165,6 +169,7 @@ int migrate_client_main(int argc, char **argv)
     }
     bool tty = isatty(STDERR_FILENO) && !json;
     char state[32] = "active";
+    double last_pass = -1;
     while (strcmp(state, "active") == 0) {
         usleep(200 * 1000);
         if (control_request(path, "{\"cmd\":\"migrate-status\"}\n", rep, sizeof(rep)) < 0)
@@ -172,8 +177,9 @@ int migrate_client_main(int argc, char **argv)
         field_str(rep, "migration", state, sizeof(state));
         if (json)
             fputs(rep, stdout);
-        else if (strcmp(state, "active") == 0)
-            progress_line(rep, tty);
+        else if (strcmp(state, "active") == 0 && (tty || field(rep, "pass") != last_pass))
+            progress_line(rep, tty); /* a log gets one line per pass, a terminal a live one */
+        last_pass = field(rep, "pass");
     }
     if (tty)
         fputc('\n', stderr);

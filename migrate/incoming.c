@@ -8,7 +8,9 @@
 
 #include "block/block.h"
 #include "emu/nvme.h"
+#include "kvm/nvme_pci.h"
 #include "kvm/vm.h"
+#include "kvm/vmstate.h"
 #include "migrate/buf.h"
 #include "migrate/migrate.h"
 #include "migrate/proto.h"
@@ -91,6 +93,13 @@ int migrate_incoming(struct vm *vm, const char *uri, char *err, size_t errlen)
         refuse(fd, err);
         goto out;
     }
+    /* With every device loaded: re-drive pending interrupts, and tell a kvmclock guest it
+     * was stopped so its watchdogs ignore the pause. */
+    if (vm->nvme)
+        nvme_ctrl_post_load(nvme_pci_ctrl(vm->nvme));
+    char cerr[160];
+    if (vmstate_kvmclock_ctrl(vm, cerr, sizeof(cerr)) < 0)
+        debug_msg("%s", cerr);
     char line[64];
     if (proto_write_line(fd, "LOADED") < 0 || proto_read_line(fd, line, sizeof(line), 60) < 0 ||
         strcmp(line, "HANDOVER") != 0) {

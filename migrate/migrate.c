@@ -16,6 +16,7 @@
 #include "emu/nvme.h"
 #include "kvm/nvme_pci.h"
 #include "kvm/vm.h"
+#include "kvm/vmstate.h"
 #include "migrate/buf.h"
 #include "migrate/proto.h"
 #include "migrate/ram.h"
@@ -154,8 +155,10 @@ static int switchover(struct migration *m, struct mig_stream *s, uint64_t *bm, d
     char err[200], reply[256];
     *paused_at = now_ms();
     vm_pause(vm);
+    debug_msg("switchover: vCPUs paused after %.1f ms", now_ms() - *paused_at);
     if (vm->nvme)
         nvme_pci_quiesce(vm->nvme);
+    debug_msg("switchover: storage drained after %.1f ms", now_ms() - *paused_at);
     ram_dirty_sync(vm, bm);
     struct ram_send_stats st = {0};
     int r = ram_send(vm, s, bm, false, 0, &st);
@@ -171,10 +174,13 @@ static int switchover(struct migration *m, struct mig_stream *s, uint64_t *bm, d
         fail(m, MIG_FAILED, "sending the device state: %s", strerror(-r));
         return -1;
     }
+    debug_msg("switchover: state sent after %.1f ms (%llu bytes)", now_ms() - *paused_at,
+              (unsigned long long)s->bytes);
     if (proto_read_line(s->fd, reply, sizeof(reply), 120) < 0 || strcmp(reply, "LOADED") != 0) {
         fail(m, MIG_FAILED, "destination refused the state: %s", *reply ? reply : "no answer");
         return -1;
     }
+    debug_msg("switchover: destination loaded after %.1f ms", now_ms() - *paused_at);
     /* Everything the guest wrote must be on the shared disks before they change hands. */
     int derr = 0;
     disks_each(vm, disk_sync, &derr);
@@ -182,6 +188,7 @@ static int switchover(struct migration *m, struct mig_stream *s, uint64_t *bm, d
         fail(m, MIG_FAILED, "fdatasync before the disk handover: %s", strerror(-derr));
         return -1;
     }
+    debug_msg("switchover: loaded and synced after %.1f ms", now_ms() - *paused_at);
     disks_each(vm, disk_unlock, NULL);
     if (proto_write_line(s->fd, "HANDOVER") < 0 ||
         proto_read_line(s->fd, reply, sizeof(reply), 60) < 0 || strcmp(reply, "RUNNING") != 0) {
@@ -204,6 +211,9 @@ static void resume_source(struct migration *m, bool paused)
         return;
     }
     if (paused) {
+        char err[160];
+        if (vmstate_kvmclock_ctrl(vm, err, sizeof(err)) < 0)
+            debug_msg("%s", err);
         if (vm->nvme)
             nvme_pci_resume(vm->nvme);
         vm_resume(vm);
