@@ -55,6 +55,13 @@ int64_t pattern_check(const uint8_t *buf, uint64_t lba, unsigned nlbas, unsigned
     return -1;
 }
 
+static void poison(uint8_t *buf, uint32_t bytes)
+{
+    uint64_t *w = (uint64_t *)buf;
+    for (uint32_t i = 0; i < bytes / 8; i++)
+        w[i] = 0xdeadbeef0badf00dULL ^ i;
+}
+
 int io_job_setup(struct io_job *j)
 {
     unsigned pages = (j->bs + PAGE - 1) / PAGE;
@@ -208,6 +215,8 @@ static void submit(struct io_job *j, uint64_t now)
         s->busy = 1;
         if (write && j->mode == IO_VERIFY)
             pattern_fill(s->buf, s->lba, j->nlb, j->c->lba_shift, pass);
+        else if (j->mode == IO_VERIFY)
+            poison(s->buf, j->bs); /* a read that moves no data must not see the old write */
         struct nvme_sqe cmd = {
             .cdw0 = (uint32_t)(write ? NVME_CMD_WRITE : NVME_CMD_READ) | (uint32_t)id << 16,
             .nsid = j->c->cfg.nsid,

@@ -158,6 +158,7 @@ int test_checksum(const struct opts *o);
 int test_smp(const struct opts *o);
 int test_fault(const struct opts *o);
 int test_exits(const struct opts *o);
+int test_dirty(const struct opts *o); /* dirty.c */
 void ap_user_main(unsigned cpu) NORETURN;
 /*
  * Start APs 1..cpus-1 (INIT, SIPI, SIPI); each runs fn(cpu) in ring 3, then halts.

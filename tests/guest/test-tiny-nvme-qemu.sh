@@ -70,4 +70,7 @@ qrun bad 1 "test=nvme-bad" 1 "" "$raw" "case=reset-with-io-inflight" \
 # The verifier itself: a device that drops writes must fail with a mismatch.
 qrun dropped-writes 1 "test=nvme qd=8 ios=200" 3 "" "driver=null-co,size=256M,read-zeroes=on" \
     "data mismatch"
+# ... and one whose reads succeed without moving data (the read buffer is poisoned first).
+qrun reads-without-data 1 "test=nvme qd=1 ios=200" 3 "" \
+    "driver=null-co,size=256M,read-zeroes=off" "errors=100"
 qrun no-controller 1 "test=nvme" 3 "" none "no NVMe controller"
