@@ -8,7 +8,9 @@
  * fast as possible, default 0), secs=S (stop after S seconds, default 10
  * unless passes= is given), passes=P (stop after P full passes), progress_s=N
  * (seconds between progress lines, default 2, 0 = none), inject=K (self-test:
- * flip a bit in the middle page after pass K; the test must then FAIL).
+ * flip a bit in the middle page after pass K; the test must then FAIL),
+ * prefill=1 (write pass 1 unpaced first, then "tiny: dirty filled ..."),
+ * idle=1 (after that, write nothing: spin until secs are up, then verify).
  *
  * Page p of generation g (g >= 1): word 0 = DIRTY_MAGIC | p, word 1 = g,
  * words 2..511 = seed(p, g) + i * golden ratio. Generation 0 is all zeros (the
@@ -118,7 +120,10 @@ int test_dirty(const struct opts *o)
     uint64_t max_passes = opt(o, "passes", 0);
     uint64_t secs = opt(o, "secs", max_passes ? 0 : 10);
     uint64_t progress_s = opt(o, "progress_s", 2);
+    uint64_t prefill = opt(o, "prefill", 0), idle = opt(o, "idle", 0);
     uint64_t inject = opt(o, "inject", 0); /* self-test: corrupt one page after pass N */
+    if (idle && !secs)
+        fail(EXIT_BADARGS, "dirty: idle=1 needs secs=");
     if (mb == 0 || mb > 1024)
         fail(EXIT_BADARGS, "dirty: mb=%lu out of range 1..1024", mb);
 
@@ -145,6 +150,27 @@ int test_dirty(const struct opts *o)
     uint64_t written = 0, last_print = 0, last_print_written = 0;
     uint64_t gen = 1, cursor = 0, passes = 0;
     int done = 0;
+    if (prefill) { /* pass 1 unpaced, so the whole region is non-zero from here on */
+        for (uint64_t pg = 0; pg < d.pages; pg++)
+            page_write(d.base + pg * PAGE_WORDS, pg, 1);
+        written = d.pages;
+        passes = 1;
+        gen = 2;
+        prev = pace_base = rdtsc();
+        elapsed = prev - start;
+        kprintf("tiny: dirty filled mb=%lu t_ms=%lu\n", mb, elapsed / (mhz * 1000));
+    }
+    if (idle) { /* write nothing more: spin on the TSC until the time is up */
+        done = 1;
+        for (uint64_t i = 0; i < (1ULL << 40) && elapsed < secs * tsc_s; i++) {
+            for (unsigned k = 0; k < 1000; k++)
+                cpu_relax();
+            uint64_t now = rdtsc();
+            if (now > prev)
+                elapsed += now - prev;
+            prev = now;
+        }
+    }
     while (!done) {
         for (cursor = 0; cursor < d.pages;) {
             uint64_t end = cursor + CHUNK_PAGES < d.pages ? cursor + CHUNK_PAGES : d.pages;
