@@ -305,8 +305,8 @@ static int check_ns(const struct nvme_ctrl *c, const struct img *im, char *err, 
             return nvme_mig_fail(err, errlen, "nvme: namespace %u is %s here, %s in the stream",
                                  nsid, a, b);
         }
-        if ((ns->lba_shift != 9 && ns->lba_shift != 12) ||
-            (1u << ns->lba_shift) < here->blk->logical_block)
+        /* Any backend takes 512-byte LBAs: block/ goes buffered where O_DIRECT cannot. */
+        if (ns->lba_shift != 9 && ns->lba_shift != 12)
             return nvme_mig_fail(err, errlen, "nvme: namespace %u LBA shift %u not usable here",
                                  nsid, ns->lba_shift);
         if (ns->nsze != ns->bytes >> ns->lba_shift)
