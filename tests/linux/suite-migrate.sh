@@ -71,17 +71,18 @@ else
     show_tail "$log" 20
 fi
 # Guest time moved forward, and by no more than the host's (kvmclock never goes back).
-read -r _ up0 wall0 < <(grep -h "^clock-start:" "$TEST_TMP"/mig-*.log | head -1)
-read -r _ up1 wall1 < <(grep -h "^clock-end:" "$log" | head -1)
+read -r _ up0 wall0 < <(grep -h "^clock-start:" "$TEST_TMP"/mig-*.log | head -1 | tr -d '\r')
+read -r _ up1 wall1 < <(grep -h "^clock-end:" "$log" | head -1 | tr -d '\r')
 if [ -n "${up1:-}" ] && awk -v a="$up0" -v b="$up1" -v h="$host_elapsed" \
     'BEGIN { exit !(b > a && b - a <= h + 5) }'; then
     t_pass migrate-linux/guest-clock-sane
 else
     t_fail migrate-linux/guest-clock-sane "uptime ${up0:-?} -> ${up1:-?} over ${host_elapsed}s"
 fi
-w0=$(grep -h "^smart-writes-start:" "$TEST_TMP"/mig-*.log | head -1 | awk '{print $2}')
-w1=$(grep -h "^smart-writes-end:" "$log" | awk '{print $2}')
-if [ -n "${w1:-}" ] && [ -n "${w0:-}" ] && [ "$w1" -gt $((w0 + 10000)) ]; then
+# The console may end lines with CR.
+w0=$(grep -h "^smart-writes-start:" "$TEST_TMP"/mig-*.log | head -1 | tr -d '\r' | awk '{print $2}')
+w1=$(grep -h "^smart-writes-end:" "$log" | tr -d '\r' | awk '{print $2}')
+if [[ "${w0:-}" =~ ^[0-9]+$ && "${w1:-}" =~ ^[0-9]+$ ]] && [ "$w1" -gt $((w0 + 10000)) ]; then
     t_pass migrate-linux/smart-counters-kept
 else
     t_fail migrate-linux/smart-counters-kept "host_write_commands ${w0:-?} -> ${w1:-?}"
