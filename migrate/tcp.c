@@ -61,35 +61,11 @@ static void tune(int fd)
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
 }
 
-int tcp_connect_uri(const char *uri, char *err, size_t errlen)
+/* Tries each resolved address in turn: connect (client) or bind+listen (server). */
+static int open_first(const char *uri, bool passive, char *err, size_t errlen)
 {
     struct addrinfo *res;
-    if (resolve(uri, false, &res, err, errlen) < 0)
-        return -1;
-    int fd = -1, saved = 0;
-    for (struct addrinfo *a = res; a; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-        if (fd < 0)
-            continue;
-        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
-            break;
-        saved = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: %s", uri, strerror(saved ? saved : ECONNREFUSED));
-        return -1;
-    }
-    tune(fd);
-    return fd;
-}
-
-int tcp_listen_uri(const char *uri, char *err, size_t errlen)
-{
-    struct addrinfo *res;
-    if (resolve(uri, true, &res, err, errlen) < 0)
+    if (resolve(uri, passive, &res, err, errlen) < 0)
         return -1;
     int fd = -1, saved = 0;
     for (struct addrinfo *a = res; a; a = a->ai_next) {
@@ -97,17 +73,32 @@ int tcp_listen_uri(const char *uri, char *err, size_t errlen)
         if (fd < 0)
             continue;
         int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 1) == 0)
+        if (passive)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        bool ok = passive ? bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 1) == 0
+                          : connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+        if (ok)
             break;
         saved = errno;
         close(fd);
         fd = -1;
     }
     freeaddrinfo(res);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: %s", uri, strerror(saved ? saved : EADDRNOTAVAIL));
-        return -1;
-    }
+    if (fd < 0)
+        snprintf(err, errlen, "%s: %s", uri,
+                 strerror(saved ? saved : passive ? EADDRNOTAVAIL : ECONNREFUSED));
     return fd;
+}
+
+int tcp_connect_uri(const char *uri, char *err, size_t errlen)
+{
+    int fd = open_first(uri, false, err, errlen);
+    if (fd >= 0)
+        tune(fd);
+    return fd;
+}
+
+int tcp_listen_uri(const char *uri, char *err, size_t errlen)
+{
+    return open_first(uri, true, err, errlen);
 }
