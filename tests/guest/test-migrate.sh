@@ -105,29 +105,86 @@ refused() {
 }
 refused
 
-# The connection dies mid-migration (the destination is killed): the source continues.
+# The connection dies mid-migration (the destination is killed ~1 s into a pre-copy that
+# needs ~10 s: 200 MiB of non-zero pages at 20 MB/s): the migration fails, the source
+# continues, and the guest, dirtying and verifying that memory throughout, ends with PASS.
 killed() {
     local log="$TEST_TMP/migrate-kill-src.log" dlog="$TEST_TMP/migrate-kill-dst.log"
-    local port=$((port_base + 60))
-    start_vm ksrc "$log" --append "test=nvme mode=verify qd=8 secs=20"
+    local mlog="$TEST_TMP/migrate-kill-cmd.log" port=$((port_base + 60))
+    start_vm ksrc "$log" --mem 512M --append "test=dirty mb=200 rate_mb_s=50 secs=12"
     local src_pid=$LAST_PID
-    wait_for "$log" "nvme run mode" 30
-    start_vm kdst "$dlog" --incoming "tcp:127.0.0.1:$port"
+    wait_for "$log" "dirty start" 30 || { t_fail migrate/connection-killed-source-continues "guest did not start"; show_tail "$log"; return; }
+    sleep 1 # every page of the region written at least once
+    start_vm kdst "$dlog" --mem 512M --incoming "tcp:127.0.0.1:$port"
     local dst_pid=$LAST_PID
     wait_for "$dlog" "waiting for an incoming migration" 20
-    "$NVMEVM" migrate --socket "$TEST_TMP/ksrc.sock" --max-bandwidth 20M \
-        "tcp:127.0.0.1:$port" >/dev/null 2>&1 &
+    timeout 120 "$NVMEVM" migrate --socket "$TEST_TMP/ksrc.sock" --max-bandwidth 20M \
+        "tcp:127.0.0.1:$port" >"$mlog" 2>&1 &
     local mig=$!
     sleep 1
-    kill -9 "$dst_pid"
-    wait "$mig" 2>/dev/null
+    local dst_alive=0
+    kill -0 "$dst_pid" 2>/dev/null && dst_alive=1
+    kill -9 "$dst_pid" 2>/dev/null
+    wait "$dst_pid" 2>/dev/null
+    local mrc=0
+    wait "$mig" || mrc=$?
+    local status
+    status=$("$NVMEVM" ctl --socket "$TEST_TMP/ksrc.sock" status 2>&1)
     local rc=0
     wait "$src_pid" || rc=$?
-    if [ "$rc" -eq 1 ] && grep -q "tiny: PASS" "$log"; then
+    if [ "$dst_alive" -eq 1 ] && [ "$mrc" -ne 0 ] && grep -q running <<<"$status" &&
+        [ "$rc" -eq 1 ] && grep -q "tiny: PASS" "$log" && grep -q "dirty mb=200 .*errors=0" "$log"; then
         t_pass migrate/connection-killed-source-continues
     else
-        t_fail migrate/connection-killed-source-continues "source status $rc"
+        t_fail migrate/connection-killed-source-continues \
+            "dst alive at kill=$dst_alive, migrate status $mrc (want != 0), source '$status', guest status $rc"
         show_tail "$log"
+        show_tail "$mlog" 5
     fi
 }
 killed
+
+# The guest rewrites and verifies 128 MiB at 200 MiB/s while it hops between nvmevm
+# processes: every page must hold its last write after every hop (errors=0).
+dirty_hops() {
+    local hops=$1 src=dv0 srclog="$TEST_TMP/migrate-dirty-dv0.log" name=migrate/dirty-hops
+    start_vm dv0 "$srclog" --append "test=dirty mb=128 rate_mb_s=200 secs=$((hops * 5 + 8)) progress_s=5"
+    local src_pid=$LAST_PID
+    wait_for "$srclog" "dirty start" 30 || { t_fail $name "guest did not start"; show_tail "$srclog"; return; }
+    sleep 1
+    local i
+    for i in $(seq 1 "$hops"); do
+        local dst=dv$i dstlog="$TEST_TMP/migrate-dirty-dv$i.log" port=$((port_base + 70 + i))
+        start_vm "$dst" "$dstlog" --incoming "tcp:127.0.0.1:$port"
+        local dst_pid=$LAST_PID
+        wait_for "$dstlog" "waiting for an incoming migration" 20 || { t_fail $name "hop $i: destination did not listen"; show_tail "$dstlog"; return; }
+        if ! timeout 120 "$NVMEVM" migrate --socket "$TEST_TMP/$src.sock" "tcp:127.0.0.1:$port" \
+            >"$TEST_TMP/migrate-dirty-cmd-$i.log" 2>&1; then
+            t_fail $name "hop $i: $(tail -1 "$TEST_TMP/migrate-dirty-cmd-$i.log")"
+            show_tail "$srclog"
+            show_tail "$dstlog"
+            return
+        fi
+        local rc=0
+        wait "$src_pid" || rc=$?
+        if [ "$rc" -ne 0 ]; then
+            t_fail $name "hop $i: source exited $rc after migrating"
+            return
+        fi
+        src=$dst
+        srclog=$dstlog
+        src_pid=$dst_pid
+        sleep 0.5
+    done
+    local rc=0
+    wait "$src_pid" || rc=$?
+    if [ "$rc" -eq 1 ] && grep -q "tiny: PASS" "$srclog" && grep -q "dirty mb=128 .*errors=0" "$srclog"; then
+        t_pass "$name-$hops"
+    else
+        t_fail "$name-$hops" "final guest status $rc"
+        show_tail "$srclog"
+    fi
+    grep -h "tiny: dirty mb=" "$srclog"
+    grep -h "migrated to" "$TEST_TMP"/migrate-dirty-cmd-*.log | head -"$hops"
+}
+dirty_hops 6
