@@ -415,13 +415,15 @@ unsigned vm_add_pci_intx(struct vm *vm, uint8_t slot)
 
 /* ---- lifecycle ---- */
 
+/* Threads are created, and kicks sent, under vm->lock: a stop or pause requested while a
+ * vCPU thread is still starting can then never miss it. */
 void vm_start(struct vm *vm)
 {
     pthread_mutex_lock(&vm->lock);
     vm->n_threads = vm->ncpus;
-    pthread_mutex_unlock(&vm->lock);
     for (int i = 0; i < vm->ncpus; i++)
         vcpu_start(vm->vcpus[i]);
+    pthread_mutex_unlock(&vm->lock);
 }
 
 void vm_request_stop(struct vm *vm, int status)
@@ -435,20 +437,18 @@ void vm_request_stop(struct vm *vm, int status)
             debug_msg("stop eventfd: %s", strerror(errno));
     }
     pthread_cond_broadcast(&vm->cond);
-    pthread_mutex_unlock(&vm->lock);
     for (int i = 0; i < vm->ncpus; i++)
         if (vm->vcpus[i])
             vcpu_kick(vm->vcpus[i]);
+    pthread_mutex_unlock(&vm->lock);
 }
 
 void vm_pause(struct vm *vm)
 {
     pthread_mutex_lock(&vm->lock);
     atomic_store(&vm->pause_req, true);
-    pthread_mutex_unlock(&vm->lock);
     for (int i = 0; i < vm->ncpus; i++)
         vcpu_kick(vm->vcpus[i]);
-    pthread_mutex_lock(&vm->lock);
     while (vm->n_parked < vm->n_threads && !atomic_load(&vm->stopping))
         pthread_cond_wait(&vm->cond, &vm->lock);
     pthread_mutex_unlock(&vm->lock);
