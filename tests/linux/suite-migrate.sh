@@ -11,7 +11,7 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done' EXIT
 port=$((30000 + $$ % 20000))
 RUN=("$NVMEVM" run --mem 512M --no-stdin)
-APPEND="quiet nvmevm.run=fio-migrate nvmevm.arg=${MIGRATE_FIO_SIZE:-48M}"
+APPEND="quiet nvmevm.run=fio-migrate nvmevm.arg=${MIGRATE_FIO_SIZE:-128M}"
 
 wait_for() { # wait_for FILE PATTERN SECONDS
     for _ in $(seq $(($3 * 10))); do
@@ -30,7 +30,7 @@ if ! wait_for "$TEST_TMP/mig-a.log" "fio-migrate: running" 400; then
     show_tail "$TEST_TMP/mig-a.log" 20
     exit 0
 fi
-sleep 5
+sleep 2
 # hop SRC_SOCK DST_NAME PORT: start an incoming nvmevm and migrate into it.
 hop() {
     "${RUN[@]}" --control "$TEST_TMP/$2.sock" --incoming "tcp:127.0.0.1:$3" "$disk" \
@@ -45,7 +45,7 @@ if hop "$TEST_TMP/a.sock" b $port; then
     b=$LAST
     wait "$a"
     echo "migrate-linux: A -> B: $(tail -1 "$TEST_TMP/mig-cmd-b.log")"
-    sleep 5
+    sleep 2
     if hop "$TEST_TMP/b.sock" a2 $((port + 1)); then
         a2=$LAST
         wait "$b"
@@ -53,10 +53,14 @@ if hop "$TEST_TMP/a.sock" b $port; then
     else
         ok=0
         t_fail migrate-linux/b-to-a "$(tail -1 "$TEST_TMP/mig-cmd-a2.log")"
+        show_tail "$TEST_TMP/mig-b.log" 12
+        show_tail "$TEST_TMP/mig-a2.log" 12
     fi
 else
     ok=0
     t_fail migrate-linux/a-to-b "$(tail -1 "$TEST_TMP/mig-cmd-b.log")"
+    show_tail "$TEST_TMP/mig-a.log" 12
+    show_tail "$TEST_TMP/mig-b.log" 12
 fi
 [ $ok -eq 1 ] || exit 0
 rc=0
