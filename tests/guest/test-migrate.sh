@@ -108,12 +108,13 @@ refused
 # The connection dies mid-migration (the destination is killed ~1 s into a pre-copy that
 # needs ~10 s: 200 MiB of non-zero pages at 20 MB/s): the migration fails, the source
 # continues, and the guest, dirtying and verifying that memory throughout, ends with PASS.
-killed() {
-    local log="$TEST_TMP/migrate-kill-src.log" dlog="$TEST_TMP/migrate-kill-dst.log"
-    local mlog="$TEST_TMP/migrate-kill-cmd.log" port=$((port_base + 60))
+killed() { # killed DELAY_S RUN: kill the destination DELAY_S seconds into the migration
+    local delay=$1 run=$2
+    local log="$TEST_TMP/migrate-kill$run-src.log" dlog="$TEST_TMP/migrate-kill$run-dst.log"
+    local mlog="$TEST_TMP/migrate-kill$run-cmd.log" port=$((port_base + 60 + run))
     start_vm ksrc "$log" --mem 512M --append "test=dirty mb=200 rate_mb_s=50 secs=12"
     local src_pid=$LAST_PID
-    wait_for "$log" "dirty start" 30 || { t_fail migrate/connection-killed-source-continues "guest did not start"; show_tail "$log"; return; }
+    wait_for "$log" "dirty start" 30 || { t_fail "migrate/connection-killed-at-${delay}s-source-continues" "guest did not start"; show_tail "$log"; return; }
     sleep 1 # every page of the region written at least once
     start_vm kdst "$dlog" --mem 512M --incoming "tcp:127.0.0.1:$port"
     local dst_pid=$LAST_PID
@@ -121,7 +122,7 @@ killed() {
     timeout 120 "$NVMEVM" migrate --socket "$TEST_TMP/ksrc.sock" --max-bandwidth 20M \
         "tcp:127.0.0.1:$port" >"$mlog" 2>&1 &
     local mig=$!
-    sleep 1
+    sleep "$delay"
     local dst_alive=0
     kill -0 "$dst_pid" 2>/dev/null && dst_alive=1
     kill -9 "$dst_pid" 2>/dev/null
@@ -134,15 +135,18 @@ killed() {
     wait "$src_pid" || rc=$?
     if [ "$dst_alive" -eq 1 ] && [ "$mrc" -ne 0 ] && grep -q running <<<"$status" &&
         [ "$rc" -eq 1 ] && grep -q "tiny: PASS" "$log" && grep -q "dirty mb=200 .*errors=0" "$log"; then
-        t_pass migrate/connection-killed-source-continues
+        t_pass "migrate/connection-killed-at-${delay}s-source-continues"
     else
-        t_fail migrate/connection-killed-source-continues \
+        t_fail "migrate/connection-killed-at-${delay}s-source-continues" \
             "dst alive at kill=$dst_alive, migrate status $mrc (want != 0), source '$status', guest status $rc"
         show_tail "$log"
         show_tail "$mlog" 5
     fi
 }
-killed
+# Several runs, each killing at a different (random) point of the pre-copy.
+for run in 1 2 3; do
+    killed "$(awk -v r=$RANDOM 'BEGIN { printf "%.1f", 0.2 + (r % 25) / 10 }')" "$run"
+done
 
 # The guest rewrites and verifies 128 MiB at 200 MiB/s while it hops between nvmevm
 # processes: every page must hold its last write after every hop (errors=0).
