@@ -270,6 +270,8 @@ void nvme_doorbell_write(struct nvme_ctrl *c, uint32_t db_index, uint32_t value)
 bool nvme_queues_fetch(struct nvme_ctrl *c);
 /* Posts the CQE for r (or parks it if the CQ is full), recycles r, raises the interrupt. */
 void nvme_req_complete(struct nvme_ctrl *c, struct nvme_req *r);
+/* Resets a request's per-command fields (a freshly fetched or re-created command). */
+void nvme_req_clear(struct nvme_req *r);
 /* Posts parked completions into freed CQ space. */
 bool nvme_cq_post_parked(struct nvme_ctrl *c, struct nvme_cq *cq);
 int nvme_sq_create(struct nvme_ctrl *c, uint16_t qid, uint64_t base, uint32_t size,

@@ -242,14 +242,7 @@ static struct nvme_req *take_req(struct nvme_sq *sq, uint16_t cid)
     sq->inflight++;
     memset(&r->cmd, 0, sizeof(r->cmd));
     r->cmd.cid = cid;
-    r->ns = NULL;
-    r->result = 0;
-    r->status = NVME_OK;
-    r->iovcnt = 0;
-    r->data_len = 0;
-    r->blk_pending = 0;
-    r->bounce = NULL;
-    r->aborted = false;
+    nvme_req_clear(r);
     return r;
 }
 

@@ -366,6 +366,18 @@ void nvme_doorbell_write(struct nvme_ctrl *c, uint32_t db_index, uint32_t value)
 
 /* ---- fetching ---- */
 
+void nvme_req_clear(struct nvme_req *r)
+{
+    r->ns = NULL;
+    r->result = 0;
+    r->status = NVME_OK;
+    r->iovcnt = 0;
+    r->data_len = 0;
+    r->blk_pending = 0;
+    r->bounce = NULL;
+    r->aborted = false;
+}
+
 static void sqe_to_host(struct nvme_sqe *d, const struct nvme_sqe *s)
 {
     memcpy(d, s, sizeof(*d));
@@ -420,14 +432,7 @@ static unsigned sq_fetch(struct nvme_ctrl *c, struct nvme_sq *sq, unsigned budge
             sq->inflight++;
             sqe_to_host(&r->cmd, e);
             sq->head = (sq->head + 1) % sq->size;
-            r->ns = NULL;
-            r->result = 0;
-            r->status = NVME_OK;
-            r->iovcnt = 0;
-            r->data_len = 0;
-            r->blk_pending = 0;
-            r->bounce = NULL;
-            r->aborted = false;
+            nvme_req_clear(r);
             n++;
             if (c->nr_abort_pending && nvme_abort_match(c, r)) {
                 r->aborted = true;
