@@ -309,11 +309,7 @@ static bool migration_done(struct vm *vm, struct control *ctl)
 {
     static unsigned reads_at_completion;
     static double completed_at;
-    char js[768];
-    if (!vm->mig)
-        return false;
-    migrate_status_json(vm, js, sizeof(js));
-    if (!strstr(js, "\"migration\":\"completed\""))
+    if (!migrate_completed(vm))
         return false;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -335,6 +335,11 @@ int migrate_start(struct vm *vm, const struct mig_params *p, char *err, size_t e
     return 0;
 }
 
+bool migrate_completed(struct vm *vm)
+{
+    return vm->mig && atomic_load(&vm->mig->state) == MIG_COMPLETED;
+}
+
 void migrate_cancel(struct vm *vm)
 {
     if (vm->mig)

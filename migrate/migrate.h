@@ -28,6 +28,8 @@ int migrate_start(struct vm *vm, const struct mig_params *p, char *err, size_t e
 void migrate_cancel(struct vm *vm);
 /* One JSON object (no newline) describing the migration's progress or result. */
 void migrate_status_json(struct vm *vm, char *out, size_t outlen);
+/* True once an outgoing migration has handed the guest over. */
+bool migrate_completed(struct vm *vm);
 /* Joins a finished migration thread (called when the VMM exits). */
 void migrate_cleanup(struct vm *vm);
 
