@@ -31,6 +31,15 @@ int control_default_path(const char *name, char *out, size_t outlen)
     return n > 0 && (size_t)n < outlen ? 0 : -1;
 }
 
+/* The socket of this process, removed if nvmevm dies before control_close(). */
+static char bound_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+static void unlink_bound(void)
+{
+    if (bound_path[0])
+        unlink(bound_path);
+}
+
 void control_open(struct control *c, const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -50,6 +59,11 @@ void control_open(struct control *c, const char *path)
     umask(old);
     if (r < 0 || listen(c->listen_fd, 4) < 0)
         die_errno("%s", path);
+    static bool hooked;
+    if (!hooked)
+        atexit(unlink_bound);
+    hooked = true;
+    memcpy(bound_path, path, strlen(path) + 1);
 }
 
 void control_close(struct control *c)
@@ -57,6 +71,7 @@ void control_close(struct control *c)
     if (c->listen_fd >= 0) {
         close(c->listen_fd);
         unlink(c->path);
+        bound_path[0] = '\0';
         c->listen_fd = -1;
     }
 }

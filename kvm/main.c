@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvm/boot.h"
 #include "kvm/console.h"
 #include "kvm/control.h"
 #include "kvm/nvme_pci.h"
@@ -21,6 +22,7 @@
 #include "kvm/vm.h"
 #include "migrate/client.h"
 #include "migrate/migrate.h"
+#include "migrate/tcp.h"
 #include "util/log.h"
 #include "util/size.h"
 
@@ -404,9 +406,13 @@ static int cmd_run(int argc, char **argv)
 {
     struct run_opts o;
     parse_run(argc, argv, &o);
+    /* Every input the user gave is checked before /dev/kvm is opened, so a mistake is
+     * reported as itself on any host, with or without KVM. */
     struct nvme_pci_config nc;
     open_disks(&o, &nc);
-
+    struct boot_image img = {0};
+    if (!o.incoming)
+        boot_image_open(&img, &o.cfg);
     char name[64], path[108];
     if (!o.name) {
         snprintf(name, sizeof(name), "vm-%d", (int)getpid());
@@ -416,6 +422,17 @@ static int cmd_run(int argc, char **argv)
         snprintf(path, sizeof(path), "%s", o.control);
     else if (control_default_path(o.name, path, sizeof(path)) < 0)
         die("cannot create a directory for the control socket of %s", o.name);
+    struct control ctl;
+    control_open(&ctl, path);
+    int incoming_fd = -1;
+    if (o.incoming) {
+        char err[300];
+        incoming_fd = tcp_listen_uri(o.incoming, err, sizeof(err));
+        if (incoming_fd < 0) {
+            control_close(&ctl);
+            die("--incoming %s", err);
+        }
+    }
 
     block_kick_signal();
     struct vm vm;
@@ -427,15 +444,14 @@ static int cmd_run(int argc, char **argv)
     if (o.incoming) {
         vm_prepare_incoming(&vm);
     } else {
-        vm_load_kernel(&vm);
+        vm_load_kernel(&vm, &img);
+        boot_image_close(&img);
         warn_if_linux_cannot_run(&vm);
     }
-    struct control ctl;
-    control_open(&ctl, path);
     fprintf(stderr, "nvmevm: control socket %s\n", path);
     if (o.incoming) {
         char err[300];
-        if (migrate_incoming(&vm, o.incoming, err, sizeof(err)) < 0) {
+        if (migrate_incoming(&vm, incoming_fd, o.incoming, err, sizeof(err)) < 0) {
             control_close(&ctl);
             die("incoming migration refused: %s", err);
         }

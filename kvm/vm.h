@@ -82,8 +82,6 @@ unsigned vm_add_pci_intx(struct vm *vm, uint8_t slot);
 
 /* Opens /dev/kvm, creates the VM, RAM, irqchip, PIT, devices and vCPUs. Dies on error. */
 void vm_create(struct vm *vm, const struct vm_config *cfg);
-/* Loads cfg.kernel (bzImage or multiboot) and prepares boot state. Dies on error. */
-void vm_load_kernel(struct vm *vm);
 /* Prepares the vCPUs (CPUID, MSRs) for state that will arrive by migration. */
 void vm_prepare_incoming(struct vm *vm);
 /* Starts one thread per vCPU. */

@@ -53,11 +53,8 @@ static int refuse(int fd, const char *why)
     return -1;
 }
 
-int migrate_incoming(struct vm *vm, const char *uri, char *err, size_t errlen)
+int migrate_incoming(struct vm *vm, int lfd, const char *uri, char *err, size_t errlen)
 {
-    int lfd = tcp_listen_uri(uri, err, errlen);
-    if (lfd < 0)
-        return -1;
     fprintf(stderr, "nvmevm: waiting for an incoming migration on %s\n", uri);
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     close(lfd);

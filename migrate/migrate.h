@@ -33,7 +33,7 @@ bool migrate_completed(struct vm *vm);
 /* Joins a finished migration thread (called when the VMM exits). */
 void migrate_cleanup(struct vm *vm);
 
-/* Destination: listens on uri, receives and loads everything into vm (created with the
+/* Destination: accepts one connection on lfd (listening on uri: tcp_listen_uri), receives and loads everything into vm (created with the
  * same --mem/--cpus/disks, vCPUs not started), takes the disk locks and returns 0 when the
- * guest may run; -1 with a reason otherwise. */
-int migrate_incoming(struct vm *vm, const char *uri, char *err, size_t errlen);
+ * guest may run; -1 with a reason otherwise. Closes lfd. */
+int migrate_incoming(struct vm *vm, int lfd, const char *uri, char *err, size_t errlen);

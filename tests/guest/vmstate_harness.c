@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvm/boot.h"
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
 #include "kvm/vmstate.h"
@@ -91,7 +92,10 @@ static struct vm *new_vm(const struct opts *o)
     vm_create(vm, &o->cfg);
     /* The same kernel load as the source: CPUID and boot MSRs on every vCPU, which the
      * state load then overwrites (CPUID first). */
-    vm_load_kernel(vm);
+    struct boot_image img;
+    boot_image_open(&img, &o->cfg);
+    vm_load_kernel(vm, &img);
+    boot_image_close(&img);
     return vm;
 }
 
