@@ -13,24 +13,26 @@ export NVMEVM_BUILD=$BUILD
 
 APPEND="quiet nvmevm.run=demo nvmevm.arg=${DEMO_FIO_SIZE:-64M}"
 rc=0
-"$BUILD/nvmevm" probe --quiet || rc=$?
+why=$("$BUILD/nvmevm" probe) || rc=$?
+why=${why#nvmevm: }
 case $rc in
 0)
-    echo "demo: this host's /dev/kvm runs Linux guests: booting directly"
+    echo "demo: booting directly ($why)"
     disk=$BUILD/demo-disk.img
     [ -f "$disk" ] || truncate -s 1G "$disk"
     "$BUILD/nvmevm" run --cpus 2 --mem 512M --no-stdin --append "$APPEND" "$disk"
     ;;
 3)
-    echo "demo: this host's /dev/kvm cannot run a Linux kernel (guest ring 0 is emulated):" \
-        "booting inside the QEMU TCG sandbox"
-    # The disk lives in the sandbox's own RAM-backed /tmp.
-    "$REPO/tests/sandbox/run.sh" --cpus 2 -- bash -c "truncate -s 1G /tmp/demo-disk.img &&
+    echo "demo: booting inside the QEMU TCG sandbox, where nested SVM gives a working" \
+        "/dev/kvm ($why)"
+    # One sandbox vCPU (two soft-locked up under nested guests); the disk lives in the
+    # sandbox's own RAM-backed /tmp.
+    "$REPO/tests/sandbox/run.sh" --cpus 1 --stall 120 -- bash -c "truncate -s 1G /tmp/demo-disk.img &&
         exec '$BUILD/nvmevm' run --cpus 2 --mem 512M --no-stdin --append '$APPEND' \
         /tmp/demo-disk.img"
     ;;
 *)
-    echo "demo: no usable /dev/kvm on this host" >&2
+    echo "demo: nvmevm probe failed (status $rc): $why" >&2
     exit 1
     ;;
 esac

@@ -2,9 +2,9 @@
 # Runs every level of nvmevm's test suite and ends with "N passed, N failed, N skipped".
 #   level 1  unit tests of the models (Criterion), on any machine
 #   cli      bad input on the command line, on the host
-#   level 2  the tiny guest on this host's /dev/kvm
-#   level 3  the Debian Linux guest: directly if this host's /dev/kvm can run a Linux
-#            kernel, else inside the QEMU TCG sandbox (tests/sandbox/run.sh)
+#   level 2  the tiny guest            } directly where this host's /dev/kvm runs guests in
+#   level 3  the Debian Linux guest    } hardware, else inside the QEMU TCG sandbox
+#                                        (tests/guests.sh says which in one line)
 # Options: --quick skips level 3.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,22 +42,11 @@ done
 echo "== cli: bad input"
 "$REPO/tests/cli/test-bad-input.sh"
 
-echo "== level 2: tiny guest on this host's /dev/kvm"
-if [ ! -w /dev/kvm ]; then
-    for t in "$REPO"/tests/guest/test-*.sh; do
-        t_skip "tiny/$(basename "$t" .sh)" "no usable /dev/kvm on this host"
-    done
-else
-    for t in "$REPO"/tests/guest/test-*.sh; do "$t"; done
-fi
-
-echo "== level 3: Debian Linux guest"
+echo "== levels 2 and 3: the tiny guest and the Debian Linux guest"
 if [ $QUICK -eq 1 ]; then
-    t_skip linux/all "--quick given"
-elif [ ! -w /dev/kvm ]; then
-    t_skip linux/all "no usable /dev/kvm on this host"
+    "$REPO/tests/guests.sh" --no-linux
 else
-    "$REPO/tests/linux/run.sh"
+    "$REPO/tests/guests.sh"
 fi
 
 passed=$(grep -c '^PASS' "$RESULTS")

@@ -21,6 +21,8 @@ usage: $0 [options] -- COMMAND [ARG...]
   --cpus N          sandbox vCPUs, 1 or 2 (default 1: boots 1-vCPU inner guests ~40% faster)
   --disk FILE       attach FILE as a virtio-blk disk (/dev/vda, vdb, ...); may repeat
   --timeout SEC     kill the sandbox after SEC seconds and exit 124 (default 1800)
+  --stall SEC       kill the sandbox and exit 123 when its kernel shows no sign of life for
+                    SEC seconds (heartbeat, soft lockups; default 120, 0 = never)
   --env NAME=VALUE  set a variable for COMMAND; may repeat
   --timestamps      prefix each output line with the host-side elapsed time
   --verbose         show the sandbox kernel's boot messages (default: errors hidden)
@@ -35,8 +37,9 @@ EOF
 mem=3G
 cpus=1
 timeout=1800
+stall=120
 timestamps=0
-klog="quiet loglevel=3"
+klog="quiet loglevel=4"
 build_root=${NVMEVM_BUILD:-$repo/build}
 build_dir=$build_root/sandbox
 guest_dir=$build_root/guest
@@ -58,6 +61,7 @@ while [ $# -gt 0 ]; do
     --cpus) cpus=$val ;;
     --disk) disks+=("$val") ;;
     --timeout) timeout=$val ;;
+    --stall) stall=$val ;;
     --env) envs+=("$val") ;;
     --build-dir) build_dir=$val ;;
     --guest-dir) guest_dir=$val ;;
@@ -67,6 +71,7 @@ done
 [ $# -gt 0 ] || usage
 case $cpus in 1 | 2) ;; *) die "--cpus must be 1 or 2, got '$cpus'" ;; esac
 case $timeout in '' | *[!0-9]*) die "--timeout must be a number of seconds, got '$timeout'" ;; esac
+case $stall in '' | *[!0-9]*) die "--stall must be a number of seconds, got '$stall'" ;; esac
 for e in ${envs[@]+"${envs[@]}"}; do
     [[ $e =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env wants NAME=VALUE, got '$e'"
 done
@@ -134,7 +139,7 @@ build_initramfs() {
 # --- the control share: the command in, the exit status out ------------------------
 ctl=$(mktemp -d "$build_dir/run.XXXXXX")
 # shellcheck disable=SC2317 # called from the traps
-cleanup() { rm -rf "$ctl"; }
+cleanup() { rm -rf "$ctl" "$ctl.console" "$ctl.stalled" "$ctl.fifo"; }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
@@ -149,6 +154,7 @@ echo "REPO=$(sq "$repo")" >"$ctl/env"
     while read -r v; do
         printf 'export %s=%q\n' "$v" "${!v}"
     done < <(compgen -e | grep '^NVMEVM_' || true)
+    echo "export NVMEVM_SANDBOX=1 # tests may size their work for nested TCG"
     for e in ${envs[@]+"${envs[@]}"}; do
         printf 'export %s=%q\n' "${e%%=*}" "${e#*=}"
     done
@@ -208,18 +214,72 @@ if ! (exec 3<&0) 2>/dev/null; then
     exec </dev/null
 fi
 
+# Last words of the sandbox kernel (its log lines) for a report on a stuck sandbox.
+kernel_messages() {
+    grep -a -E '^(\[ *[0-9.]+\] )?\[ *[0-9]+\.[0-9]+\]' "$console" | tail -n 25 | sed 's/^/    /' || true
+}
+
+# The watchdog: a sandbox whose kernel stops (heartbeat from its init goes stale) or keeps
+# reporting soft lockups is killed, since nothing inside it can time out any more.
+stop_qemu() { # PID of the timeout(1) process that runs QEMU
+    kill -TERM "$1" 2>/dev/null # timeout passes it on to QEMU
+    sleep 5
+    pkill -KILL -P "$1" 2>/dev/null
+    kill -KILL "$1" 2>/dev/null
+}
+watchdog() {
+    local qpid=$1 boot_start now hb lockups
+    boot_start=$(date +%s)
+    while kill -0 "$qpid" 2>/dev/null; do
+        sleep 2
+        now=$(date +%s)
+        if [ ! -e "$ctl/started" ]; then
+            if [ $((now - boot_start)) -gt $((stall + 60)) ]; then
+                echo "no command started after $((now - boot_start)) s" >"$ctl.stalled"
+                stop_qemu "$qpid"
+            fi
+            continue
+        fi
+        hb=$(stat -c %Y "$ctl/heartbeat" 2>/dev/null || stat -c %Y "$ctl/started")
+        lockups=$(grep -a -c -E 'soft lockup|self-detected stall|rcu_.*detected stalls' \
+            "$console" 2>/dev/null)
+        if [ $((now - hb)) -gt "$stall" ] || [ "${lockups:-0}" -ge 3 ]; then
+            echo "heartbeat $((now - hb)) s ago, $lockups lockup reports" >"$ctl.stalled"
+            stop_qemu "$qpid"
+        fi
+    done
+}
+
 run_qemu() {
     set +e
+    rm -f "$ctl.stalled"
     if [ -t 0 ] && [ -t 1 ] && [ "$timestamps" = 0 ]; then
         # Interactive: the terminal goes to QEMU unfiltered (prompts without newlines).
         timeout --foreground -k 10 "$timeout" "${qemu[@]}"
         qemu_rc=$?
     else
-        timeout --foreground -k 10 "$timeout" "${qemu[@]}" | filter
-        qemu_rc=${PIPESTATUS[0]}
+        : >"$console"
+        local fifo=$ctl.fifo
+        rm -f "$fifo"
+        mkfifo "$fifo"
+        timeout -k 10 "$timeout" "${qemu[@]}" >"$fifo" 2>&1 </dev/null &
+        local qpid=$!
+        filter <"$fifo" | tee -a "$console" &
+        local fpid=$!
+        local wpid=
+        if [ "$stall" -gt 0 ]; then
+            watchdog "$qpid" &
+            wpid=$!
+        fi
+        wait "$qpid"
+        qemu_rc=$?
+        wait "$fpid"
+        [ -n "$wpid" ] && kill "$wpid" 2>/dev/null && wait "$wpid" 2>/dev/null
+        rm -f "$fifo"
     fi
     set -e
 }
+console=$ctl.console
 run_qemu
 # A sandbox that died before starting COMMAND (a TCG timing hiccup in the kernel's
 # boot, say) is booted once more: COMMAND has not run, so this is safe.
@@ -230,6 +290,11 @@ if [ "$qemu_rc" != 124 ] && [ "$qemu_rc" != 137 ] && [ ! -e "$ctl/started" ] &&
 fi
 
 elapsed=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+if [ -s "$ctl.stalled" ]; then
+    echo "sandbox: error: the sandbox kernel is stuck ($(cat "$ctl.stalled")), QEMU killed after ${elapsed}s; its last messages:" >&2
+    kernel_messages >&2
+    exit 123
+fi
 if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
     echo "sandbox: error: timed out after ${timeout}s, QEMU killed" >&2
     exit 124
