@@ -2,7 +2,7 @@
 #include "lapic.h"
 #include "tiny.h"
 
-#define WAIT_LOOP_CAP 2000000000ULL /* second bound, in case the TSC does not advance */
+#define WAIT_LOOP_CAP 20000000000ULL /* second bound, in case the TSC does not advance */
 
 void tsc_delay(uint64_t cycles)
 {
@@ -98,7 +98,8 @@ int test_timer(const struct opts *o)
 
     lapic_enable();
     uint64_t start = timer_ticks;
-    uint64_t budget = (want * period_us / 1000000 + 10) * TSC_PER_SEC_GUESS;
+    /* A hang guard, not a timing check: nested in a loaded TCG sandbox ticks come late. */
+    uint64_t budget = (want * period_us / 1000000 + 60) * TSC_PER_SEC_GUESS;
     uint64_t t0 = rdtsc(), spins = 0, dt = 0;
     lapic_timer_periodic(VEC_TIMER, (uint32_t)(period_us * 1000)); /* 1 GHz APIC bus */
     while (timer_ticks - start < want && spins < WAIT_LOOP_CAP) {
