@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "emu/nvme_migrate_int.h"
+#include "util/err.h"
 #include "util/log.h"
 
 /* ---- save ---- */
@@ -406,17 +407,17 @@ int nvme_ctrl_load(struct nvme_ctrl *c, struct mig_cursor *cur, char *err, size_
 {
     struct img *im = calloc(1, sizeof(*im));
     if (!im)
-        return nvme_mig_fail(err, errlen, "nvme: out of memory loading the state");
+        return err_set(err, errlen, "nvme: out of memory loading the state");
     pthread_mutex_lock(&c->lock);
     int rc = -1;
     struct fresh fr;
     if (dest_busy(c))
-        nvme_mig_fail(err, errlen,
+        err_set(err, errlen,
                       "nvme: the destination controller is busy (requests in storage)");
     else if (nvme_mig_decode(cur, im, err, errlen) == 0 &&
              nvme_mig_check(c, im, err, errlen) == 0) {
         if (!fresh_alloc(im, &fr)) {
-            nvme_mig_fail(err, errlen, "nvme: out of memory restoring the controller");
+            err_set(err, errlen, "nvme: out of memory restoring the controller");
         } else {
             apply(c, im, &fr);
             rc = 0;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "migrate/buf.h"
+#include "util/err.h"
 
 #define MC_ENABLE      0x8000
 #define MC_FUNC_MASK   0x4000
@@ -173,28 +174,23 @@ int msix_load(struct msix *m, struct mig_cursor *c, char *err, size_t errlen)
 {
     uint16_t version = mig_get_u16(c);
     if (c->bad) {
-        snprintf(err, errlen, "msix: state truncated before version");
-        return -1;
+        return err_set(err, errlen, "msix: state truncated before version");
     }
     if (version != MSIX_STATE_VERSION) {
-        snprintf(err, errlen, "msix: state version %u, this nvmevm reads %u", version,
+        return err_set(err, errlen, "msix: state version %u, this nvmevm reads %u", version,
                  MSIX_STATE_VERSION);
-        return -1;
     }
     /* nvec is fixed when the device is built and is not written under the lock. */
     unsigned nvec = mig_get_u16(c);
     uint8_t flags = mig_get_u8(c);
     if (c->bad) {
-        snprintf(err, errlen, "msix: state truncated in header");
-        return -1;
+        return err_set(err, errlen, "msix: state truncated in header");
     }
     if (nvec != m->nvec) {
-        snprintf(err, errlen, "msix: %u vectors in the stream, %u here", nvec, m->nvec);
-        return -1;
+        return err_set(err, errlen, "msix: %u vectors in the stream, %u here", nvec, m->nvec);
     }
     if (flags & ~(FLAG_ENABLED | FLAG_FUNC_MASKED)) {
-        snprintf(err, errlen, "msix: flags 0x%02x has unknown bits set", flags);
-        return -1;
+        return err_set(err, errlen, "msix: flags 0x%02x has unknown bits set", flags);
     }
     uint32_t table[MSIX_MAX_VECTORS][4];
     uint64_t pba[PBA_WORDS(MSIX_MAX_VECTORS)] = {0};
@@ -204,23 +200,19 @@ int msix_load(struct msix *m, struct mig_cursor *c, char *err, size_t errlen)
     for (unsigned i = 0; i < PBA_WORDS(nvec); i++)
         pba[i] = mig_get_u64(c);
     if (c->bad) {
-        snprintf(err, errlen, "msix: state truncated in table or PBA");
-        return -1;
+        return err_set(err, errlen, "msix: state truncated in table or PBA");
     }
     for (unsigned v = 0; v < nvec; v++) {
         if (table[v][ENTRY_CTRL] & ~VC_MASKED) {
-            snprintf(err, errlen, "msix: vector %u control 0x%08x has reserved bits set", v,
+            return err_set(err, errlen, "msix: vector %u control 0x%08x has reserved bits set", v,
                      table[v][ENTRY_CTRL]);
-            return -1;
         }
     }
     if (nvec % 64 && (pba[nvec / 64] >> (nvec % 64))) {
-        snprintf(err, errlen, "msix: PBA has pending bits beyond vector %u", nvec - 1);
-        return -1;
+        return err_set(err, errlen, "msix: PBA has pending bits beyond vector %u", nvec - 1);
     }
     if (!mig_cursor_done(c)) {
-        snprintf(err, errlen, "msix: %zu trailing bytes after state", c->len - c->pos);
-        return -1;
+        return err_set(err, errlen, "msix: %zu trailing bytes after state", c->len - c->pos);
     }
 
     pthread_mutex_lock(&m->lock);

@@ -17,6 +17,7 @@
 #include "kvm/msix.h"
 #include "kvm/pci.h"
 #include "kvm/vm.h"
+#include "util/le.h"
 #include "util/log.h"
 
 /* BAR0: registers and doorbells (the model), then the MSI-X table and PBA. */
@@ -82,8 +83,7 @@ static void host_msix_notify(void *opaque, uint16_t vector)
 static void host_intx_set(void *opaque, int level)
 {
     struct nvme_pci *n = opaque;
-    uint16_t cmd;
-    memcpy(&cmd, n->pdev.cfg + 0x04, 2);
+    uint16_t cmd = le16_get(n->pdev.cfg + 0x04);
     if (cmd & 0x400) /* INTx disabled by the guest */
         level = 0;
     irq_line(&n->vm->irq, n->intx_gsi, level);

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "migrate/buf.h"
+#include "util/err.h"
+#include "util/le.h"
 #include "util/log.h"
 
 #define CFG_SIZE 256
@@ -59,20 +61,6 @@ struct pci_bus {
     struct pci_dev bridge;
 };
 
-static uint32_t le_get(const uint8_t *p, uint32_t len)
-{
-    uint32_t v = 0;
-    for (uint32_t i = 0; i < len; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-
-static void le_put(uint8_t *p, uint32_t len, uint64_t v)
-{
-    for (uint32_t i = 0; i < len; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static uint32_t all_ones(uint32_t len)
 {
     return len >= 4 ? 0xffffffffu : (1u << (8 * len)) - 1;
@@ -117,9 +105,9 @@ static uint32_t bar_type_bits(enum pci_bar_kind kind)
 static uint64_t bar_decode(const struct pci_dev *d, int i)
 {
     const struct pci_bar *b = &d->bar[i];
-    uint64_t v = le_get(&d->cfg[bar_reg(i)], 4);
+    uint64_t v = le32_get(&d->cfg[bar_reg(i)]);
     if (b->kind == PCI_BAR_MEM64)
-        v |= (uint64_t)le_get(&d->cfg[bar_reg(i + 1)], 4) << 32;
+        v |= (uint64_t)le32_get(&d->cfg[bar_reg(i + 1)]) << 32;
     return v & bar_addr_mask(b);
 }
 
@@ -128,7 +116,7 @@ static void bar_update(struct pci_bus *pb, struct pci_dev *d, int i)
 {
     struct pci_bar *b = &d->bar[i];
     struct bus *bus = b->kind == PCI_BAR_IO ? pb->pio : pb->mmio;
-    uint16_t cmd = (uint16_t)le_get(&d->cfg[REG_COMMAND], 2);
+    uint16_t cmd = (uint16_t)le16_get(&d->cfg[REG_COMMAND]);
     bool enabled = cmd & (b->kind == PCI_BAR_IO ? CMD_IO : CMD_MEM);
     uint64_t addr = bar_decode(d, i);
     /* 0 and the sizing pattern are not addresses a guest means to decode. */
@@ -439,28 +427,25 @@ void pci_bus_save(struct pci_bus *pb, struct mig_buf *b)
 static int saved_dev_check(const struct pci_dev *d, const struct saved_dev *sd, char *err,
                            size_t errlen)
 {
-    uint32_t sv = le_get(&sd->cfg[REG_VENDOR_ID], 2), sdev = le_get(&sd->cfg[REG_DEVICE_ID], 2);
-    uint32_t hv = le_get(&d->cfg[REG_VENDOR_ID], 2), hdev = le_get(&d->cfg[REG_DEVICE_ID], 2);
+    uint32_t sv = le16_get(&sd->cfg[REG_VENDOR_ID]), sdev = le16_get(&sd->cfg[REG_DEVICE_ID]);
+    uint32_t hv = le16_get(&d->cfg[REG_VENDOR_ID]), hdev = le16_get(&d->cfg[REG_DEVICE_ID]);
     if (sv != hv || sdev != hdev) {
-        snprintf(err, errlen, "pci %02x: device %04x:%04x in the stream, %04x:%04x here", sd->slot,
+        return err_set(err, errlen, "pci %02x: device %04x:%04x in the stream, %04x:%04x here", sd->slot,
                  sv, sdev, hv, hdev);
-        return -1;
     }
     uint32_t sclass = le_get(&sd->cfg[REG_CLASS_PROG], 3),
              hclass = le_get(&d->cfg[REG_CLASS_PROG], 3);
     if (sclass != hclass) {
-        snprintf(err, errlen, "pci %02x: class 0x%06x in the stream, 0x%06x here", sd->slot, sclass,
+        return err_set(err, errlen, "pci %02x: class 0x%06x in the stream, 0x%06x here", sd->slot, sclass,
                  hclass);
-        return -1;
     }
     for (int i = 0; i < 6; i++) {
-        uint32_t reg = bar_reg(i), m = le_get(&d->wmask[reg], 4);
-        uint32_t sbar = le_get(&sd->cfg[reg], 4), hbar = le_get(&d->cfg[reg], 4);
+        uint32_t reg = bar_reg(i), m = le32_get(&d->wmask[reg]);
+        uint32_t sbar = le32_get(&sd->cfg[reg]), hbar = le32_get(&d->cfg[reg]);
         if ((sbar ^ hbar) & ~m) {
-            snprintf(err, errlen,
+            return err_set(err, errlen,
                      "pci %02x: BAR%d 0x%08x does not fit this BAR (fixed bits 0x%08x of 0x%08x)",
                      sd->slot, i, sbar, hbar & ~m, ~m);
-            return -1;
         }
     }
     for (uint32_t off = 0; off < CFG_SIZE; off++) {
@@ -468,11 +453,10 @@ static int saved_dev_check(const struct pci_dev *d, const struct saved_dev *sd, 
         if (off == REG_STATUS || off == REG_STATUS + 1)
             continue;
         if ((sd->cfg[off] ^ d->cfg[off]) & ~d->wmask[off]) {
-            snprintf(err, errlen,
+            return err_set(err, errlen,
                      "pci %02x: read-only config byte 0x%02x is 0x%02x in the "
                      "stream, 0x%02x here",
                      sd->slot, off, sd->cfg[off], d->cfg[off]);
-            return -1;
         }
     }
     return 0;
@@ -482,50 +466,45 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
 {
     uint16_t version = mig_get_u16(c);
     if (c->bad) {
-        snprintf(err, errlen, "pci: state truncated before version");
-        return -1;
+        return err_set(err, errlen, "pci: state truncated before version");
     }
     if (version != PCI_STATE_VERSION) {
-        snprintf(err, errlen, "pci: state version %u, this nvmevm reads %u", version,
+        return err_set(err, errlen, "pci: state version %u, this nvmevm reads %u", version,
                  PCI_STATE_VERSION);
-        return -1;
     }
     uint32_t conf1 = mig_get_u32(c); /* any value is one a guest could have written */
     uint8_t count = mig_get_u8(c);
     if (c->bad) {
-        snprintf(err, errlen, "pci: state truncated in bus registers");
-        return -1;
+        return err_set(err, errlen, "pci: state truncated in bus registers");
     }
     if (count > PCI_MAX_DEVS) {
-        snprintf(err, errlen, "pci: %u devices exceed the bus's %d slots", count, PCI_MAX_DEVS);
-        return -1;
+        return err_set(err, errlen, "pci: %u devices exceed the bus's %d slots", count, PCI_MAX_DEVS);
     }
     struct saved_dev *sd = calloc(count ? count : 1, sizeof(*sd));
     if (!sd) {
-        snprintf(err, errlen, "pci: out of memory");
-        return -1;
+        return err_set(err, errlen, "pci: out of memory");
     }
     int ret = -1;
     for (unsigned i = 0; i < count; i++) {
         sd[i].slot = mig_get_u8(c);
         if (!mig_get_bytes(c, sd[i].cfg, CFG_SIZE)) {
-            snprintf(err, errlen, "pci: state truncated in device %u of %u", i + 1, count);
+            err_set(err, errlen, "pci: state truncated in device %u of %u", i + 1, count);
             goto out;
         }
         if (sd[i].slot >= PCI_MAX_DEVS) {
-            snprintf(err, errlen, "pci: slot %u beyond the bus's %d slots", sd[i].slot,
+            err_set(err, errlen, "pci: slot %u beyond the bus's %d slots", sd[i].slot,
                      PCI_MAX_DEVS);
             goto out;
         }
         /* Ascending order makes duplicates impossible to miss. */
         if (i > 0 && sd[i].slot <= sd[i - 1].slot) {
-            snprintf(err, errlen, "pci: slot %u listed after slot %u (duplicate or unsorted)",
+            err_set(err, errlen, "pci: slot %u listed after slot %u (duplicate or unsorted)",
                      sd[i].slot, sd[i - 1].slot);
             goto out;
         }
     }
     if (!mig_cursor_done(c)) {
-        snprintf(err, errlen, "pci: %zu trailing bytes after state", c->len - c->pos);
+        err_set(err, errlen, "pci: %zu trailing bytes after state", c->len - c->pos);
         goto out;
     }
 
@@ -534,9 +513,9 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
     for (unsigned i = 0; i < count; i++) {
         const struct pci_dev *d = pb->devs[sd[i].slot];
         if (!d) {
-            snprintf(err, errlen, "pci %02x: device %04x:%04x in the stream is not present here",
-                     sd[i].slot, le_get(&sd[i].cfg[REG_VENDOR_ID], 2),
-                     le_get(&sd[i].cfg[REG_DEVICE_ID], 2));
+            err_set(err, errlen, "pci %02x: device %04x:%04x in the stream is not present here",
+                     sd[i].slot, le16_get(&sd[i].cfg[REG_VENDOR_ID]),
+                     le16_get(&sd[i].cfg[REG_DEVICE_ID]));
             pthread_mutex_unlock(&pb->lock);
             goto out;
         }
@@ -549,8 +528,8 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
     for (int s = 0; s < PCI_MAX_DEVS; s++) {
         const struct pci_dev *d = pb->devs[s];
         if (d && !in_stream[s]) {
-            snprintf(err, errlen, "pci %02x: device %04x:%04x here is missing from the stream", s,
-                     le_get(&d->cfg[REG_VENDOR_ID], 2), le_get(&d->cfg[REG_DEVICE_ID], 2));
+            err_set(err, errlen, "pci %02x: device %04x:%04x here is missing from the stream", s,
+                     le16_get(&d->cfg[REG_VENDOR_ID]), le16_get(&d->cfg[REG_DEVICE_ID]));
             pthread_mutex_unlock(&pb->lock);
             goto out;
         }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "migrate/buf.h"
+#include "util/err.h"
 
 #define REG_SECONDS 0x00
 #define REG_MINUTES 0x02
@@ -149,36 +150,29 @@ int rtc_load(struct rtc *r, struct mig_cursor *c, char *err, size_t errlen)
 {
     uint16_t version = mig_get_u16(c);
     if (c->bad) {
-        snprintf(err, errlen, "rtc: state truncated before version");
-        return -1;
+        return err_set(err, errlen, "rtc: state truncated before version");
     }
     if (version != RTC_STATE_VERSION) {
-        snprintf(err, errlen, "rtc: state version %u, this nvmevm reads %u", version,
+        return err_set(err, errlen, "rtc: state version %u, this nvmevm reads %u", version,
                  RTC_STATE_VERSION);
-        return -1;
     }
     uint8_t index = mig_get_u8(c);
     uint8_t ram[RTC_RAM_SIZE];
     if (!mig_get_bytes(c, ram, sizeof(ram))) {
-        snprintf(err, errlen, "rtc: state truncated in CMOS RAM");
-        return -1;
+        return err_set(err, errlen, "rtc: state truncated in CMOS RAM");
     }
     /* The values below are ones no guest write can produce (see rtc_io and write_reg). */
     if (index >= RTC_RAM_SIZE) {
-        snprintf(err, errlen, "rtc: index 0x%02x beyond CMOS RAM", index);
-        return -1;
+        return err_set(err, errlen, "rtc: index 0x%02x beyond CMOS RAM", index);
     }
     if (ram[REG_A] & A_UIP) {
-        snprintf(err, errlen, "rtc: register A 0x%02x has UIP set", ram[REG_A]);
-        return -1;
+        return err_set(err, errlen, "rtc: register A 0x%02x has UIP set", ram[REG_A]);
     }
     if (ram[REG_D] != D_VALID) {
-        snprintf(err, errlen, "rtc: register D 0x%02x is read-only 0x%02x", ram[REG_D], D_VALID);
-        return -1;
+        return err_set(err, errlen, "rtc: register D 0x%02x is read-only 0x%02x", ram[REG_D], D_VALID);
     }
     if (!mig_cursor_done(c)) {
-        snprintf(err, errlen, "rtc: %zu trailing bytes after state", c->len - c->pos);
-        return -1;
+        return err_set(err, errlen, "rtc: %zu trailing bytes after state", c->len - c->pos);
     }
     pthread_mutex_lock(&r->lock);
     r->index = index;

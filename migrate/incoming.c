@@ -18,6 +18,7 @@
 #include "migrate/stream.h"
 #include "migrate/tcp.h"
 #include "migrate/vmsave.h"
+#include "util/err.h"
 #include "util/log.h"
 
 /* Reads sections until END, applying each; -1 with a reason. */
@@ -45,7 +46,8 @@ static int receive_all(struct vm *vm, struct mig_stream *s, char *err, size_t er
     }
 }
 
-static int refuse(int fd, const char *why)
+/* Tells the source why this side refuses the stream. */
+static int send_err(int fd, const char *why)
 {
     char line[280];
     snprintf(line, sizeof(line), "ERR %s", why);
@@ -59,8 +61,7 @@ int migrate_incoming(struct vm *vm, int lfd, const char *uri, char *err, size_t 
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     close(lfd);
     if (fd < 0) {
-        snprintf(err, errlen, "%s: accept: %s", uri, strerror(errno));
-        return -1;
+        return err_set(err, errlen, "%s: accept: %s", uri, strerror(errno));
     }
     struct mig_stream s;
     mig_stream_init(&s, fd);
@@ -71,23 +72,23 @@ int migrate_incoming(struct vm *vm, int lfd, const char *uri, char *err, size_t 
     size_t len = 0;
     if (mig_read_header(&s, err, errlen) < 0 ||
         mig_read_section(&s, &id, &ver, &p, &len, err, errlen) < 0) {
-        refuse(fd, err);
+        send_err(fd, err);
         goto out;
     }
     struct mig_cursor c;
     mig_cursor_init(&c, p, len);
     if (id != MIG_SEC_CONFIG) {
-        snprintf(err, errlen, "stream does not start with the configuration");
-        refuse(fd, err);
+        err_set(err, errlen, "stream does not start with the configuration");
+        send_err(fd, err);
         goto out;
     }
     if (proto_config_check(vm, &c, err, errlen) < 0) {
-        refuse(fd, err);
+        send_err(fd, err);
         goto out;
     }
     proto_write_line(fd, "OK");
     if (receive_all(vm, &s, err, errlen) < 0) {
-        refuse(fd, err);
+        send_err(fd, err);
         goto out;
     }
     /* With every device loaded: re-drive pending interrupts, and tell a kvmclock guest it
@@ -100,18 +101,18 @@ int migrate_incoming(struct vm *vm, int lfd, const char *uri, char *err, size_t 
     char line[64];
     if (proto_write_line(fd, "LOADED") < 0 || proto_read_line(fd, line, sizeof(line), 60) < 0 ||
         strcmp(line, "HANDOVER") != 0) {
-        snprintf(err, errlen, "the source did not hand over its disks");
+        err_set(err, errlen, "the source did not hand over its disks");
         goto out;
     }
     /* The guest runs here only once every disk is ours. */
     for (int i = 0; vm->disks && i < vm->disks->nr_ns; i++) {
         int r = blk_lock(vm->disks->ns[i].blk);
         if (r < 0) {
-            snprintf(err, errlen, "%s: cannot take the disk lock: %s",
+            err_set(err, errlen, "%s: cannot take the disk lock: %s",
                      vm->disks->ns[i].blk->path, strerror(-r));
             for (int j = 0; j < i; j++)
                 blk_unlock(vm->disks->ns[j].blk);
-            refuse(fd, err);
+            send_err(fd, err);
             goto out;
         }
     }

@@ -23,6 +23,7 @@
 #include "migrate/stream.h"
 #include "migrate/tcp.h"
 #include "migrate/vmsave.h"
+#include "util/err.h"
 #include "util/log.h"
 
 #define CHUNK_PAGES 4096 /* 16 MiB between progress updates, cancel and throttle checks */
@@ -55,7 +56,7 @@ static void fail(struct migration *m, int state, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     pthread_mutex_lock(&m->lock);
-    vsnprintf(m->error, sizeof(m->error), fmt, ap);
+    err_vset(m->error, sizeof(m->error), fmt, ap);
     pthread_mutex_unlock(&m->lock);
     va_end(ap);
     atomic_store(&m->state, state);
@@ -313,21 +314,19 @@ done:
 int migrate_start(struct vm *vm, const struct mig_params *p, char *err, size_t errlen)
 {
     if (vm->mig && atomic_load(&vm->mig->state) == MIG_ACTIVE) {
-        snprintf(err, errlen, "a migration is already running");
-        return -1;
+        return err_set(err, errlen, "a migration is already running");
     }
     migrate_cleanup(vm);
     struct migration *m = calloc(1, sizeof(*m));
     if (!m) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
+        return err_set(err, errlen, "out of memory");
     }
     m->vm = vm;
     m->p = *p;
     pthread_mutex_init(&m->lock, NULL);
     atomic_store(&m->state, MIG_ACTIVE);
     if (pthread_create(&m->thread, NULL, migration_thread, m) != 0) {
-        snprintf(err, errlen, "cannot start the migration thread");
+        err_set(err, errlen, "cannot start the migration thread");
         free(m);
         return -1;
     }

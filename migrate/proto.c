@@ -11,6 +11,7 @@
 #include "emu/nvme.h"
 #include "kvm/vm.h"
 #include "migrate/buf.h"
+#include "util/err.h"
 
 #define CONFIG_VERSION 1
 
@@ -35,21 +36,17 @@ int proto_config_check(const struct vm *vm, struct mig_cursor *c, char *err, siz
     uint32_t cpus = mig_get_u32(c), n = mig_get_u32(c);
     int have = vm->disks ? vm->disks->nr_ns : 0;
     if (c->bad || ver != CONFIG_VERSION) {
-        snprintf(err, errlen, "configuration: unreadable (version %u)", ver);
-        return -1;
+        return err_set(err, errlen, "configuration: unreadable (version %u)", ver);
     }
     if (mem != vm->mem.size) {
-        snprintf(err, errlen, "guest RAM is %llu MiB in the stream, %llu MiB here (--mem)",
+        return err_set(err, errlen, "guest RAM is %llu MiB in the stream, %llu MiB here (--mem)",
                  (unsigned long long)(mem >> 20), (unsigned long long)(vm->mem.size >> 20));
-        return -1;
     }
     if (cpus != (uint32_t)vm->ncpus) {
-        snprintf(err, errlen, "%u vCPUs in the stream, %d here (--cpus)", cpus, vm->ncpus);
-        return -1;
+        return err_set(err, errlen, "%u vCPUs in the stream, %d here (--cpus)", cpus, vm->ncpus);
     }
     if (n != (uint32_t)have) {
-        snprintf(err, errlen, "%u disks in the stream, %d here", n, have);
-        return -1;
+        return err_set(err, errlen, "%u disks in the stream, %d here", n, have);
     }
     for (uint32_t i = 0; i < n; i++) {
         uint64_t size = mig_get_u64(c);
@@ -57,11 +54,10 @@ int proto_config_check(const struct vm *vm, struct mig_cursor *c, char *err, siz
         uint8_t ro = mig_get_u8(c);
         const struct nvme_ns_config *ns = &vm->disks->ns[i];
         if (c->bad) {
-            snprintf(err, errlen, "configuration: truncated");
-            return -1;
+            return err_set(err, errlen, "configuration: truncated");
         }
         if (size != ns->blk->size || shift != ns->lba_shift || ro != ns->blk->read_only) {
-            snprintf(err, errlen,
+            err_set(err, errlen,
                      "disk %u differs: %llu bytes, %u-byte LBAs%s in the stream; %s here is "
                      "%llu bytes, %u-byte LBAs%s",
                      i + 1, (unsigned long long)size, 1u << (shift & 31), ro ? ", ro" : "",
@@ -71,8 +67,7 @@ int proto_config_check(const struct vm *vm, struct mig_cursor *c, char *err, siz
         }
     }
     if (!mig_cursor_done(c)) {
-        snprintf(err, errlen, "configuration: unexpected trailing bytes");
-        return -1;
+        return err_set(err, errlen, "configuration: unexpected trailing bytes");
     }
     return 0;
 }

@@ -10,6 +10,7 @@
 #include "kvm/vm.h"
 #include "migrate/buf.h"
 #include "migrate/stream.h"
+#include "util/err.h"
 
 #define PAGE           GUEST_PAGE_SIZE
 #define PAGES_PER_SEC  256 /* one RAM section carries up to 1 MiB of page data */
@@ -153,16 +154,14 @@ int ram_receive(struct vm *vm, const uint8_t *payload, size_t len, char *err, si
         uint64_t rec = mig_get_u64(&c);
         uint64_t off = rec & ~(PAGE - 1);
         if (c.bad || (rec & (PAGE - 1) & ~RAM_REC_ZERO) || off >= vm->mem.size) {
-            snprintf(err, errlen, "RAM: bad page record 0x%llx (RAM is %llu MiB)",
+            return err_set(err, errlen, "RAM: bad page record 0x%llx (RAM is %llu MiB)",
                      (unsigned long long)rec, (unsigned long long)(vm->mem.size >> 20));
-            return -1;
         }
         uint8_t *dst = vm->mem.host + off;
         if (rec & RAM_REC_ZERO) {
             memset(dst, 0, PAGE);
         } else if (!mig_get_bytes(&c, dst, PAGE)) {
-            snprintf(err, errlen, "RAM: truncated page at offset 0x%llx", (unsigned long long)off);
-            return -1;
+            return err_set(err, errlen, "RAM: truncated page at offset 0x%llx", (unsigned long long)off);
         }
     }
     return 0;

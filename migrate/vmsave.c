@@ -16,18 +16,17 @@
 #include "kvm/vmstate.h"
 #include "migrate/buf.h"
 #include "migrate/stream.h"
+#include "util/err.h"
 
 static int put(struct mig_stream *s, uint32_t id, struct mig_buf *b, char *err, size_t errlen)
 {
     if (b->oom) {
-        snprintf(err, errlen, "out of memory saving section 0x%x", id);
-        return -1;
+        return err_set(err, errlen, "out of memory saving section 0x%x", id);
     }
     int r = mig_write_section(s, id, 1, b->data, b->len);
     b->len = 0;
     if (r < 0) {
-        snprintf(err, errlen, "sending section 0x%x: %s", id, strerror(-r));
-        return -1;
+        return err_set(err, errlen, "sending section 0x%x: %s", id, strerror(-r));
     }
     return 0;
 }
@@ -75,8 +74,7 @@ int vmsave_load_section(struct vm *vm, uint32_t id, uint16_t version, const uint
     struct mig_cursor c;
     mig_cursor_init(&c, payload, len);
     if (version != 1) {
-        snprintf(err, errlen, "section 0x%x: version %u, this nvmevm reads 1", id, version);
-        return -1;
+        return err_set(err, errlen, "section 0x%x: version %u, this nvmevm reads 1", id, version);
     }
     switch (id) {
     case MIG_SEC_PCI:
@@ -84,8 +82,7 @@ int vmsave_load_section(struct vm *vm, uint32_t id, uint16_t version, const uint
     case MIG_SEC_MSIX:
     case MIG_SEC_NVME:
         if (!vm->nvme) {
-            snprintf(err, errlen, "the stream has an NVMe controller, this VM has no disks");
-            return -1;
+            return err_set(err, errlen, "the stream has an NVMe controller, this VM has no disks");
         }
         if (id == MIG_SEC_MSIX)
             return msix_load(nvme_pci_msix(vm->nvme), &c, err, errlen);
@@ -101,7 +98,7 @@ int vmsave_load_section(struct vm *vm, uint32_t id, uint16_t version, const uint
     default:
         if (id >= MIG_SEC_VCPU && id < MIG_SEC_VCPU + (uint32_t)vm->ncpus)
             return vmstate_load_vcpu(vm->vcpus[id - MIG_SEC_VCPU], &c, err, errlen);
-        snprintf(err, errlen, "unknown section 0x%x (vCPU sections beyond --cpus %d?)", id,
+        err_set(err, errlen, "unknown section 0x%x (vCPU sections beyond --cpus %d?)", id,
                  vm->ncpus);
         return -1;
     }
