@@ -85,7 +85,7 @@ void nvme_ctrl_drain(struct nvme_ctrl *c);
  * interrupt delayed by coalescing; UINT64_MAX if none. The I/O thread sleeps until then. */
 uint64_t nvme_ctrl_next_deadline_ms(struct nvme_ctrl *c);
 
-/* ---- Live migration (emu/nvme_migrate.c; byte buffers from migrate/buf.h) ---- */
+/* ---- Live migration (emu/nvme_migrate.c; byte buffers from util/buf.h) ---- */
 struct mig_buf;
 struct mig_cursor;
 /* Appends the controller's state. Order on the source: stop vCPUs, nvme_ctrl_drain(),

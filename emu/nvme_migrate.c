@@ -6,7 +6,7 @@
  * the controller's state. nvme_ctrl_post_load() re-drives interrupts and wakes the I/O
  * thread once the rest of the machine (PCI config, MSI-X table) has been restored.
  *
- * Stream (little-endian, through migrate/buf.h), version NVME_MIG_VERSION:
+ * Stream (little-endian, through util/buf.h), version NVME_MIG_VERSION:
  *   u16 version, u8 quiesced
  *   registers: cap u64, vs, intms, cc, csts, aqa u32, asq, acq u64, msix u8,
  *              io_queues_created u8, shutdown_pending u8

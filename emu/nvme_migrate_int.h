@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "emu/nvme_int.h"
-#include "migrate/buf.h"
+#include "util/buf.h"
 
 #define NVME_MIG_VERSION  1
 #define MIG_AEC_SUPPORTED 0x30fu /* nvme_features.c AEC_SUPPORTED */

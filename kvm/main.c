@@ -18,7 +18,7 @@
 #include "kvm/control.h"
 #include "kvm/nvme_pci.h"
 #include "kvm/probe.h"
-#include "kvm/uart.h"
+#include "hw/uart.h"
 #include "kvm/vm.h"
 #include "migrate/client.h"
 #include "migrate/migrate.h"

@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "kvm/irq.h"
-#include "kvm/msix.h"
-#include "kvm/pci.h"
+#include "hw/msix.h"
+#include "hw/pci.h"
 #include "kvm/vm.h"
 #include "util/le.h"
 #include "util/log.h"
@@ -27,7 +27,6 @@
 #define NVMEVM_VENDOR   0x1b36 /* Red Hat's range for virtual devices; device id our own */
 #define NVMEVM_DEVICE   0x00f0
 #define CLASS_NVME      0x010802
-#define PCI_STATUS_CAPS 0x10
 
 struct nvme_pci {
     struct vm *vm;
@@ -83,8 +82,7 @@ static void host_msix_notify(void *opaque, uint16_t vector)
 static void host_intx_set(void *opaque, int level)
 {
     struct nvme_pci *n = opaque;
-    uint16_t cmd = le16_get(n->pdev.cfg + 0x04);
-    if (cmd & 0x400) /* INTx disabled by the guest */
+    if (pci_cfg_get16(&n->pdev, PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE)
         level = 0;
     irq_line(&n->vm->irq, n->intx_gsi, level);
 }
@@ -141,18 +139,13 @@ static void cfg_written(struct pci_dev *d, uint32_t off, uint32_t len)
 
 static void build_config_space(struct nvme_pci *n)
 {
-    uint8_t *cfg = n->pdev.cfg;
-    uint16_t vendor = NVMEVM_VENDOR, device = NVMEVM_DEVICE, status = PCI_STATUS_CAPS;
-    uint32_t class_rev = (uint32_t)CLASS_NVME << 8 | 0x01;
-    memcpy(cfg + 0x00, &vendor, 2);
-    memcpy(cfg + 0x02, &device, 2);
-    memcpy(cfg + 0x06, &status, 2);
-    memcpy(cfg + 0x08, &class_rev, 4);
-    memcpy(cfg + 0x2c, &vendor, 2); /* subsystem vendor / id */
-    memcpy(cfg + 0x2e, &device, 2);
-    cfg[0x34] = MSIX_CAP_OFF;
-    cfg[0x3d] = 1; /* INTA# */
-    msix_cap_build(&n->msix, cfg, n->pdev.wmask, MSIX_CAP_OFF, 0, 0, BAR0_MSIX_TABLE,
+    struct pci_dev *d = &n->pdev;
+    pci_set_ids(d, NVMEVM_VENDOR, NVMEVM_DEVICE);
+    pci_set_class(d, CLASS_NVME, 0x01);
+    pci_cfg_set16(d, PCI_STATUS, PCI_STATUS_CAP_LIST);
+    pci_cfg_set8(d, PCI_CAPABILITY_LIST, MSIX_CAP_OFF);
+    pci_cfg_set8(d, PCI_INTERRUPT_PIN, 1); /* INTA# */
+    msix_cap_build(&n->msix, d->cfg, d->wmask, MSIX_CAP_OFF, 0, 0, BAR0_MSIX_TABLE,
                    BAR0_MSIX_PBA);
     n->pdev.bar[0] = (struct pci_bar){.kind = PCI_BAR_MEM64, .size = NVME_BAR0_SIZE,
                                       .fn = bar0_io, .opaque = n};
@@ -309,7 +302,7 @@ struct nvme_pci *nvme_pci_create(struct vm *vm, const struct nvme_pci_config *cf
     if (err < 0)
         die("cannot add the NVMe function to the PCI bus: %s", strerror(-err));
     n->intx_gsi = vm_add_pci_intx(vm, n->pdev.slot);
-    n->pdev.cfg[0x3c] = (uint8_t)n->intx_gsi;
+    pci_cfg_set8(&n->pdev, PCI_INTERRUPT_LINE, (uint8_t)n->intx_gsi);
     return n;
 }
 

@@ -10,7 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "kvm/bus.h"
+#include "hw/bus.h"
 #include "kvm/cpuid.h"
 #include "kvm/layout.h"
 #include "kvm/multiboot.h"

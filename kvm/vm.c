@@ -13,13 +13,13 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
-#include "kvm/bus.h"
-#include "kvm/debug_exit.h"
-#include "kvm/i8042.h"
+#include "hw/bus.h"
+#include "hw/debug_exit.h"
+#include "hw/i8042.h"
 #include "kvm/layout.h"
-#include "kvm/pci.h"
-#include "kvm/rtc.h"
-#include "kvm/uart.h"
+#include "hw/pci.h"
+#include "hw/rtc.h"
+#include "hw/uart.h"
 #include "kvm/vcpu.h"
 #include "util/log.h"
 

@@ -20,7 +20,7 @@
 
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "util/err.h"
 #include "util/le.h"
 #include "util/log.h"

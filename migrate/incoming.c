@@ -11,7 +11,7 @@
 #include "kvm/nvme_pci.h"
 #include "kvm/vm.h"
 #include "kvm/vmstate.h"
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "migrate/migrate.h"
 #include "migrate/proto.h"
 #include "migrate/ram.h"

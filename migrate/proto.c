@@ -10,7 +10,7 @@
 #include "block/block.h"
 #include "emu/nvme.h"
 #include "kvm/vm.h"
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "util/err.h"
 
 #define CONFIG_VERSION 1

@@ -8,7 +8,7 @@
 #include <sys/ioctl.h>
 
 #include "kvm/vm.h"
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "migrate/stream.h"
 #include "util/err.h"
 

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "util/err.h"
 #include "util/le.h"
 

@@ -5,16 +5,16 @@
 #include <string.h>
 
 #include "emu/nvme.h"
-#include "kvm/i8042.h"
-#include "kvm/msix.h"
+#include "hw/i8042.h"
+#include "hw/msix.h"
 #include "kvm/nvme_pci.h"
-#include "kvm/pci.h"
-#include "kvm/rtc.h"
-#include "kvm/uart.h"
+#include "hw/pci.h"
+#include "hw/rtc.h"
+#include "hw/uart.h"
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
 #include "kvm/vmstate.h"
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "migrate/stream.h"
 #include "util/err.h"
 

@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "migrate/stream.h"
 
 /* ---- CRC32C ---- */

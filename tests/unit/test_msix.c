@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "kvm/msix.h"
+#include "hw/msix.h"
 
 static int delivered[8];
 static uint32_t last_data;

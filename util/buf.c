@@ -1,4 +1,4 @@
-#include "migrate/buf.h"
+#include "util/buf.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-#include "kvm/debug_exit.h"
+#include "hw/debug_exit.h"
 
 #include <stdlib.h>
 #include <string.h>

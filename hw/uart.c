@@ -1,4 +1,4 @@
-#include "kvm/uart.h"
+#include "hw/uart.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "util/err.h"
 
 /* Register offsets (DLAB=0 meaning unless noted). */

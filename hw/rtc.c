@@ -1,11 +1,11 @@
-#include "kvm/rtc.h"
+#include "hw/rtc.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "util/err.h"
 
 #define REG_SECONDS 0x00

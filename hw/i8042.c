@@ -1,10 +1,10 @@
-#include "kvm/i8042.h"
+#include "hw/i8042.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "util/err.h"
 
 #define PORT_DATA   0 /* 0x60 */

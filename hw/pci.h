@@ -10,7 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kvm/bus.h"
+#include <linux/pci_regs.h>
+
+#include "hw/bus.h"
+#include "util/le.h"
 
 #define PCI_CONF1_BASE 0xcf8
 #define PCI_CONF1_LEN  8
@@ -38,6 +41,42 @@ struct pci_dev {
     /* managed by pci.c */
     uint8_t slot;
 };
+
+/* Config space by register name (<linux/pci_regs.h>), little-endian as the guest reads it. */
+static inline void pci_cfg_set8(struct pci_dev *d, unsigned reg, uint8_t v)
+{
+    d->cfg[reg] = v;
+}
+
+static inline void pci_cfg_set16(struct pci_dev *d, unsigned reg, uint16_t v)
+{
+    le16_put(&d->cfg[reg], v);
+}
+
+static inline void pci_cfg_set32(struct pci_dev *d, unsigned reg, uint32_t v)
+{
+    le32_put(&d->cfg[reg], v);
+}
+
+static inline uint16_t pci_cfg_get16(const struct pci_dev *d, unsigned reg)
+{
+    return le16_get(&d->cfg[reg]);
+}
+
+/* Vendor and device id, repeated as the subsystem ids. */
+static inline void pci_set_ids(struct pci_dev *d, uint16_t vendor, uint16_t device)
+{
+    pci_cfg_set16(d, PCI_VENDOR_ID, vendor);
+    pci_cfg_set16(d, PCI_DEVICE_ID, device);
+    pci_cfg_set16(d, PCI_SUBSYSTEM_VENDOR_ID, vendor);
+    pci_cfg_set16(d, PCI_SUBSYSTEM_ID, device);
+}
+
+/* class: base class << 16 | subclass << 8 | programming interface. */
+static inline void pci_set_class(struct pci_dev *d, uint32_t class_code, uint8_t revision)
+{
+    pci_cfg_set32(d, PCI_CLASS_REVISION, class_code << 8 | revision);
+}
 
 struct pci_bus;
 struct mig_buf;

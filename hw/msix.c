@@ -1,13 +1,13 @@
-#include "kvm/msix.h"
+#include "hw/msix.h"
 
 #include <stdio.h>
+#include <linux/pci_regs.h>
 #include <string.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "util/err.h"
+#include "util/le.h"
 
-#define MC_ENABLE      0x8000
-#define MC_FUNC_MASK   0x4000
 #define VC_MASKED      0x1
 #define ENTRY_ADDR_LO  0
 #define ENTRY_ADDR_HI  1
@@ -30,14 +30,12 @@ void msix_cap_build(struct msix *m, uint8_t *cfg, uint8_t *wmask, uint8_t cap_of
                     uint8_t bir, uint32_t table_off, uint32_t pba_off)
 {
     m->cap_off = cap_off;
-    uint16_t mc = (uint16_t)(m->nvec - 1);
-    uint32_t table = table_off | bir, pba = pba_off | bir;
-    cfg[cap_off] = MSIX_CAP_ID;
-    cfg[cap_off + 1] = next;
-    memcpy(cfg + cap_off + 2, &mc, 2);
-    memcpy(cfg + cap_off + 4, &table, 4);
-    memcpy(cfg + cap_off + 8, &pba, 4);
-    wmask[cap_off + 3] = (MC_ENABLE | MC_FUNC_MASK) >> 8;
+    cfg[cap_off + PCI_CAP_LIST_ID] = PCI_CAP_ID_MSIX;
+    cfg[cap_off + PCI_CAP_LIST_NEXT] = next;
+    le16_put(cfg + cap_off + PCI_MSIX_FLAGS, (uint16_t)(m->nvec - 1));
+    le32_put(cfg + cap_off + PCI_MSIX_TABLE, table_off | bir);
+    le32_put(cfg + cap_off + PCI_MSIX_PBA, pba_off | bir);
+    wmask[cap_off + PCI_MSIX_FLAGS + 1] = (PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL) >> 8;
 }
 
 static uint64_t entry_addr(const struct msix *m, unsigned v)
@@ -71,12 +69,11 @@ static void flush_pending(struct msix *m)
 
 void msix_cfg_written(struct msix *m, const uint8_t *cfg)
 {
-    uint16_t mc;
-    memcpy(&mc, cfg + m->cap_off + 2, 2);
+    uint16_t mc = le16_get(cfg + m->cap_off + PCI_MSIX_FLAGS);
     pthread_mutex_lock(&m->lock);
     bool was_enabled = m->enabled, was_masked = m->func_masked;
-    m->enabled = mc & MC_ENABLE;
-    m->func_masked = mc & MC_FUNC_MASK;
+    m->enabled = mc & PCI_MSIX_FLAGS_ENABLE;
+    m->func_masked = mc & PCI_MSIX_FLAGS_MASKALL;
     if (was_enabled != m->enabled || was_masked != m->func_masked) {
         for (unsigned v = 0; v < m->nvec; v++)
             route_update(m, v);

@@ -10,7 +10,6 @@
 #include <stdint.h>
 
 #define MSIX_MAX_VECTORS 128
-#define MSIX_CAP_ID      0x11
 #define MSIX_CAP_SIZE    12
 #define MSIX_ENTRY_SIZE  16
 

@@ -1,4 +1,4 @@
-#include "kvm/pci.h"
+#include "hw/pci.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -6,29 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "util/err.h"
 #include "util/le.h"
 #include "util/log.h"
 
 #define CFG_SIZE 256
-
-#define REG_VENDOR_ID  0x00
-#define REG_DEVICE_ID  0x02
-#define REG_COMMAND    0x04
-#define REG_STATUS     0x06
-#define REG_CLASS_PROG 0x09
-#define REG_HEADER     0x0e
-#define REG_BAR0       0x10
-#define REG_INT_LINE   0x3c
-
-#define CMD_IO           0x0001
-#define CMD_MEM          0x0002
-#define CMD_MASTER       0x0004
-#define CMD_INTX_DISABLE 0x0400
-
-#define BAR_TYPE_IO    0x1
-#define BAR_TYPE_MEM64 0x4
 
 /* Legacy ISA devices live below 0xc000; the rest of the 64 KiB port space is ours. */
 #define IO_ALLOC_BASE 0xc000
@@ -76,7 +59,7 @@ static bool cfg_range_ok(uint8_t slot, uint8_t fn, uint32_t off, uint32_t len)
 
 static uint32_t bar_reg(int i)
 {
-    return REG_BAR0 + 4 * (uint32_t)i;
+    return PCI_BASE_ADDRESS_0 + 4 * (uint32_t)i;
 }
 
 /* Address bits the guest may write; sizing reads back exactly these. */
@@ -98,8 +81,8 @@ static uint64_t bar_addr_mask(const struct pci_bar *b)
 static uint32_t bar_type_bits(enum pci_bar_kind kind)
 {
     if (kind == PCI_BAR_IO)
-        return BAR_TYPE_IO;
-    return kind == PCI_BAR_MEM64 ? BAR_TYPE_MEM64 : 0;
+        return PCI_BASE_ADDRESS_SPACE_IO;
+    return kind == PCI_BAR_MEM64 ? PCI_BASE_ADDRESS_MEM_TYPE_64 : 0;
 }
 
 static uint64_t bar_decode(const struct pci_dev *d, int i)
@@ -116,8 +99,8 @@ static void bar_update(struct pci_bus *pb, struct pci_dev *d, int i)
 {
     struct pci_bar *b = &d->bar[i];
     struct bus *bus = b->kind == PCI_BAR_IO ? pb->pio : pb->mmio;
-    uint16_t cmd = (uint16_t)le16_get(&d->cfg[REG_COMMAND]);
-    bool enabled = cmd & (b->kind == PCI_BAR_IO ? CMD_IO : CMD_MEM);
+    uint16_t cmd = (uint16_t)le16_get(&d->cfg[PCI_COMMAND]);
+    bool enabled = cmd & (b->kind == PCI_BAR_IO ? PCI_COMMAND_IO : PCI_COMMAND_MEMORY);
     uint64_t addr = bar_decode(d, i);
     /* 0 and the sizing pattern are not addresses a guest means to decode. */
     bool want = enabled && addr != 0 && addr != bar_addr_mask(b);
@@ -248,9 +231,9 @@ struct pci_bus *pci_bus_new(struct bus *pio, struct bus *mmio, uint64_t mmio_bas
     pb->io_next = IO_ALLOC_BASE;
 
     struct pci_dev *br = &pb->bridge;
-    le_put(&br->cfg[REG_VENDOR_ID], 2, BRIDGE_VENDOR);
-    le_put(&br->cfg[REG_DEVICE_ID], 2, BRIDGE_DEVICE);
-    le_put(&br->cfg[REG_CLASS_PROG], 3, (uint32_t)CLASS_BRIDGE << 16);
+    pci_cfg_set16(br, PCI_VENDOR_ID, BRIDGE_VENDOR);
+    pci_cfg_set16(br, PCI_DEVICE_ID, BRIDGE_DEVICE);
+    pci_set_class(br, (uint32_t)CLASS_BRIDGE << 16, 0);
     pb->devs[0] = br;
     return pb;
 }
@@ -294,11 +277,11 @@ int pci_add_device(struct pci_bus *pb, struct pci_dev *d)
     }
 
     /* Only the type-0 layout is implemented, so that is what the guest sees. */
-    d->cfg[REG_HEADER] = 0;
-    uint16_t cmd_wmask = CMD_IO | CMD_MEM | CMD_MASTER | CMD_INTX_DISABLE;
-    d->wmask[REG_COMMAND] |= (uint8_t)cmd_wmask;
-    d->wmask[REG_COMMAND + 1] |= (uint8_t)(cmd_wmask >> 8);
-    d->wmask[REG_INT_LINE] = 0xff;
+    d->cfg[PCI_HEADER_TYPE] = 0;
+    uint16_t cmd_wmask = PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE;
+    d->wmask[PCI_COMMAND] |= (uint8_t)cmd_wmask;
+    d->wmask[PCI_COMMAND + 1] |= (uint8_t)(cmd_wmask >> 8);
+    d->wmask[PCI_INTERRUPT_LINE] = 0xff;
     for (int i = 0; i < 6; i++)
         if (d->bar[i].kind != PCI_BAR_NONE)
             bar_init(d, i, addr[i]);
@@ -427,14 +410,14 @@ void pci_bus_save(struct pci_bus *pb, struct mig_buf *b)
 static int saved_dev_check(const struct pci_dev *d, const struct saved_dev *sd, char *err,
                            size_t errlen)
 {
-    uint32_t sv = le16_get(&sd->cfg[REG_VENDOR_ID]), sdev = le16_get(&sd->cfg[REG_DEVICE_ID]);
-    uint32_t hv = le16_get(&d->cfg[REG_VENDOR_ID]), hdev = le16_get(&d->cfg[REG_DEVICE_ID]);
+    uint32_t sv = le16_get(&sd->cfg[PCI_VENDOR_ID]), sdev = le16_get(&sd->cfg[PCI_DEVICE_ID]);
+    uint32_t hv = le16_get(&d->cfg[PCI_VENDOR_ID]), hdev = le16_get(&d->cfg[PCI_DEVICE_ID]);
     if (sv != hv || sdev != hdev) {
         return err_set(err, errlen, "pci %02x: device %04x:%04x in the stream, %04x:%04x here", sd->slot,
                  sv, sdev, hv, hdev);
     }
-    uint32_t sclass = le_get(&sd->cfg[REG_CLASS_PROG], 3),
-             hclass = le_get(&d->cfg[REG_CLASS_PROG], 3);
+    uint32_t sclass = le_get(&sd->cfg[PCI_CLASS_PROG], 3),
+             hclass = le_get(&d->cfg[PCI_CLASS_PROG], 3);
     if (sclass != hclass) {
         return err_set(err, errlen, "pci %02x: class 0x%06x in the stream, 0x%06x here", sd->slot, sclass,
                  hclass);
@@ -450,7 +433,7 @@ static int saved_dev_check(const struct pci_dev *d, const struct saved_dev *sd, 
     }
     for (uint32_t off = 0; off < CFG_SIZE; off++) {
         /* STATUS is status, not identity: a device that models it restores it itself. */
-        if (off == REG_STATUS || off == REG_STATUS + 1)
+        if (off == PCI_STATUS || off == PCI_STATUS + 1)
             continue;
         if ((sd->cfg[off] ^ d->cfg[off]) & ~d->wmask[off]) {
             return err_set(err, errlen,
@@ -514,8 +497,8 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
         const struct pci_dev *d = pb->devs[sd[i].slot];
         if (!d) {
             err_set(err, errlen, "pci %02x: device %04x:%04x in the stream is not present here",
-                     sd[i].slot, le16_get(&sd[i].cfg[REG_VENDOR_ID]),
-                     le16_get(&sd[i].cfg[REG_DEVICE_ID]));
+                     sd[i].slot, le16_get(&sd[i].cfg[PCI_VENDOR_ID]),
+                     le16_get(&sd[i].cfg[PCI_DEVICE_ID]));
             pthread_mutex_unlock(&pb->lock);
             goto out;
         }
@@ -529,7 +512,7 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
         const struct pci_dev *d = pb->devs[s];
         if (d && !in_stream[s]) {
             err_set(err, errlen, "pci %02x: device %04x:%04x here is missing from the stream", s,
-                     le16_get(&d->cfg[REG_VENDOR_ID]), le16_get(&d->cfg[REG_DEVICE_ID]));
+                     le16_get(&d->cfg[PCI_VENDOR_ID]), le16_get(&d->cfg[PCI_DEVICE_ID]));
             pthread_mutex_unlock(&pb->lock);
             goto out;
         }
