@@ -213,3 +213,33 @@ int i8042_load(struct i8042 *k, struct mig_cursor *c, char *err, size_t errlen)
     pthread_mutex_unlock(&k->lock);
     return 0;
 }
+
+/* ---- the device table entry (hw/device.h) ---- */
+
+static int save_op(void *dev, struct mig_buf *b, char *err, size_t errlen)
+{
+    i8042_save(dev, b);
+    return 0;
+}
+
+static int load_op(void *dev, struct mig_cursor *c, char *err, size_t errlen)
+{
+    return i8042_load(dev, c, err, errlen);
+}
+
+static void free_op(void *dev)
+{
+    i8042_free(dev);
+}
+
+const struct device_ops i8042_device = {
+    .name = "i8042",
+    .section = I8042_SECTION,
+    .version = 1,
+    .pio_base = I8042_BASE,
+    .pio_len = I8042_LEN,
+    .pio = i8042_io,
+    .save = save_op,
+    .load = load_op,
+    .free = free_op,
+};

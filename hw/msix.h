@@ -50,7 +50,7 @@ void msix_pba_io(struct msix *m, uint64_t off, uint8_t *data, uint32_t len, bool
 void msix_notify(struct msix *m, unsigned vec);
 bool msix_is_enabled(struct msix *m);
 /*
- * Migration (MIG_SEC_MSIX, or inside a device's section): Enable, Function Mask, the table
+ * Migration (inside the owning function's section, e.g. NVME_SECTION): Enable, Function Mask, the table
  * and the PBA. The vector count must equal this side's. After a load every vector's
  * route_changed is called (routes are not state: the destination builds them anew) and
  * pending vectors that are now unmasked are delivered. Refusal: -1, a one-line reason in err

@@ -552,3 +552,33 @@ out:
     free(sd);
     return ret;
 }
+
+/* ---- the device table entry (hw/device.h) ---- */
+
+static int save_op(void *dev, struct mig_buf *b, char *err, size_t errlen)
+{
+    pci_bus_save(dev, b);
+    return 0;
+}
+
+static int load_op(void *dev, struct mig_cursor *c, char *err, size_t errlen)
+{
+    return pci_bus_load(dev, c, err, errlen);
+}
+
+static void free_op(void *dev)
+{
+    pci_bus_free(dev);
+}
+
+const struct device_ops pci_bus_device = {
+    .name = "pci-conf1",
+    .section = PCI_CONFIG_SECTION,
+    .version = 1,
+    .pio_base = PCI_CONF1_BASE,
+    .pio_len = PCI_CONF1_LEN,
+    .pio = pci_conf1_io,
+    .save = save_op,
+    .load = load_op,
+    .free = free_op,
+};

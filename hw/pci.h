@@ -15,6 +15,8 @@
 #include "hw/bus.h"
 #include "util/le.h"
 
+#include "hw/device.h"
+
 #define PCI_CONF1_BASE 0xcf8
 #define PCI_CONF1_LEN  8
 #define PCI_MAX_DEVS   32
@@ -96,7 +98,7 @@ void pci_cfg_write(struct pci_bus *pb, uint8_t slot, uint8_t fn, uint32_t off, u
                    uint32_t val);
 
 /*
- * Migration (MIG_SEC_PCI): the conf1 address and every function's config space.
+ * Migration (PCI_CONFIG_SECTION): the conf1 address and every function's config space.
  * Load needs the same devices in the same slots (vendor, device, class, read-only bytes and
  * BAR type/size bits equal), takes only guest-writable bits from the stream, remaps every
  * BAR as guest writes would, then calls each device's cfg_written(d, 0, 256) so the device
@@ -105,3 +107,7 @@ void pci_cfg_write(struct pci_bus *pb, uint8_t slot, uint8_t fn, uint32_t off, u
  */
 void pci_bus_save(struct pci_bus *pb, struct mig_buf *b);
 int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t errlen);
+
+#define PCI_CONFIG_SECTION 0x73 /* migration section */
+/* How the VM creates, saves, loads and frees it (hw/device.h). */
+extern const struct device_ops pci_bus_device;

@@ -180,3 +180,33 @@ int rtc_load(struct rtc *r, struct mig_cursor *c, char *err, size_t errlen)
     pthread_mutex_unlock(&r->lock);
     return 0;
 }
+
+/* ---- the device table entry (hw/device.h) ---- */
+
+static int save_op(void *dev, struct mig_buf *b, char *err, size_t errlen)
+{
+    rtc_save(dev, b);
+    return 0;
+}
+
+static int load_op(void *dev, struct mig_cursor *c, char *err, size_t errlen)
+{
+    return rtc_load(dev, c, err, errlen);
+}
+
+static void free_op(void *dev)
+{
+    rtc_free(dev);
+}
+
+const struct device_ops rtc_device = {
+    .name = "rtc",
+    .section = RTC_SECTION,
+    .version = 1,
+    .pio_base = RTC_BASE,
+    .pio_len = RTC_LEN,
+    .pio = rtc_io,
+    .save = save_op,
+    .load = load_op,
+    .free = free_op,
+};

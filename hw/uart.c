@@ -432,3 +432,33 @@ out:
     free(t);
     return ret;
 }
+
+/* ---- the device table entry (hw/device.h) ---- */
+
+static int save_op(void *dev, struct mig_buf *b, char *err, size_t errlen)
+{
+    uart_save(dev, b);
+    return 0;
+}
+
+static int load_op(void *dev, struct mig_cursor *c, char *err, size_t errlen)
+{
+    return uart_load(dev, c, err, errlen);
+}
+
+static void free_op(void *dev)
+{
+    uart_free(dev);
+}
+
+const struct device_ops uart_device = {
+    .name = "ttyS0",
+    .section = UART_SECTION,
+    .version = 1,
+    .pio_base = UART_COM1_BASE,
+    .pio_len = UART_NR_PORTS,
+    .pio = uart_io,
+    .save = save_op,
+    .load = load_op,
+    .free = free_op,
+};

@@ -13,10 +13,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kvm/irq.h"
 #include "hw/msix.h"
 #include "hw/pci.h"
+#include "kvm/irq.h"
 #include "kvm/vm.h"
+#include "util/buf.h"
+#include "util/err.h"
 #include "util/le.h"
 #include "util/log.h"
 
@@ -306,13 +308,16 @@ struct nvme_pci *nvme_pci_create(struct vm *vm, const struct nvme_pci_config *cf
     return n;
 }
 
-void nvme_pci_start(struct nvme_pci *n)
+int nvme_pci_start(struct nvme_pci *n, char *err, size_t errlen)
 {
+    if (n->running)
+        return 0;
     atomic_store(&n->stop, false);
-    int err = pthread_create(&n->thread, NULL, io_thread, n);
-    if (err)
-        die("cannot start the NVMe I/O thread: %s", strerror(err));
+    int r = pthread_create(&n->thread, NULL, io_thread, n);
+    if (r)
+        return err_set(err, errlen, "cannot start the NVMe I/O thread: %s", strerror(r));
     n->running = true;
+    return 0;
 }
 
 void nvme_pci_stop(struct nvme_pci *n)
@@ -346,17 +351,68 @@ void nvme_pci_quiesce(struct nvme_pci *n)
     nvme_ctrl_drain(n->ctrl);
 }
 
-void nvme_pci_resume(struct nvme_pci *n)
+/* ---- the device table entry (hw/device.h) ---- */
+
+static int save_op(void *dev, struct mig_buf *b, char *err, size_t errlen)
 {
-    nvme_pci_start(n);
+    struct nvme_pci *n = dev;
+    struct mig_buf m;
+    mig_buf_init(&m);
+    msix_save(&n->msix, &m);
+    if (m.oom) {
+        mig_buf_free(&m);
+        return err_set(err, errlen, "nvme: out of memory saving MSI-X");
+    }
+    mig_put_u32(b, (uint32_t)m.len);
+    mig_put_bytes(b, m.data, m.len);
+    mig_buf_free(&m);
+    nvme_ctrl_save(n->ctrl, b);
+    return 0;
 }
 
-struct msix *nvme_pci_msix(struct nvme_pci *n)
+static int load_op(void *dev, struct mig_cursor *c, char *err, size_t errlen)
 {
-    return &n->msix;
+    struct nvme_pci *n = dev;
+    uint32_t len = mig_get_u32(c);
+    if (c->bad || len > c->len - c->pos)
+        return err_set(err, errlen, "nvme: MSI-X state truncated");
+    struct mig_cursor m;
+    mig_cursor_init(&m, c->data + c->pos, len);
+    c->pos += len;
+    if (msix_load(&n->msix, &m, err, errlen) < 0)
+        return -1;
+    return nvme_ctrl_load(n->ctrl, c, err, errlen);
 }
 
-struct nvme_ctrl *nvme_pci_ctrl(struct nvme_pci *n)
+static int start_op(void *dev, char *err, size_t errlen)
 {
-    return n->ctrl;
+    return nvme_pci_start(dev, err, errlen);
 }
+
+static void quiesce_op(void *dev)
+{
+    nvme_pci_quiesce(dev);
+}
+
+static void post_load_op(void *dev)
+{
+    struct nvme_pci *n = dev;
+    nvme_ctrl_post_load(n->ctrl);
+}
+
+static void free_op(void *dev)
+{
+    nvme_pci_free(dev);
+}
+
+const struct device_ops nvme_pci_device = {
+    .name = "nvme",
+    .section = NVME_SECTION,
+    .version = 1,
+    .save = save_op,
+    .load = load_op,
+    .start = start_op,
+    .quiesce = quiesce_op,
+    .post_load = post_load_op,
+    .free = free_op,
+};

@@ -13,29 +13,26 @@
 #include "util/buf.h"
 #include "util/err.h"
 
-#define CONFIG_VERSION 1
-
 void proto_config_put(const struct vm *vm, struct mig_buf *b)
 {
-    mig_put_u16(b, CONFIG_VERSION);
     mig_put_u64(b, vm->mem.size);
     mig_put_u32(b, (uint32_t)vm->ncpus);
-    int n = vm->disks ? vm->disks->nr_ns : 0;
+    int n = vm->disks.nr_ns;
     mig_put_u32(b, (uint32_t)n);
     for (int i = 0; i < n; i++) {
-        mig_put_u64(b, vm->disks->ns[i].blk->size);
-        mig_put_u32(b, vm->disks->ns[i].lba_shift);
-        mig_put_u8(b, vm->disks->ns[i].blk->read_only);
+        mig_put_u64(b, vm->disks.ns[i].blk->size);
+        mig_put_u32(b, vm->disks.ns[i].lba_shift);
+        mig_put_u8(b, vm->disks.ns[i].blk->read_only);
     }
 }
 
-int proto_config_check(const struct vm *vm, struct mig_cursor *c, char *err, size_t errlen)
+int proto_config_check(const struct vm *vm, uint16_t ver, struct mig_cursor *c, char *err,
+                       size_t errlen)
 {
-    uint16_t ver = mig_get_u16(c);
     uint64_t mem = mig_get_u64(c);
     uint32_t cpus = mig_get_u32(c), n = mig_get_u32(c);
-    int have = vm->disks ? vm->disks->nr_ns : 0;
-    if (c->bad || ver != CONFIG_VERSION) {
+    int have = vm->disks.nr_ns;
+    if (c->bad || ver != PROTO_CONFIG_VERSION) {
         return err_set(err, errlen, "configuration: unreadable (version %u)", ver);
     }
     if (mem != vm->mem.size) {
@@ -52,7 +49,7 @@ int proto_config_check(const struct vm *vm, struct mig_cursor *c, char *err, siz
         uint64_t size = mig_get_u64(c);
         uint32_t shift = mig_get_u32(c);
         uint8_t ro = mig_get_u8(c);
-        const struct nvme_ns_config *ns = &vm->disks->ns[i];
+        const struct nvme_ns_config *ns = &vm->disks.ns[i];
         if (c->bad) {
             return err_set(err, errlen, "configuration: truncated");
         }

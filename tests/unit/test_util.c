@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvm/console.h"
+#include "app/console.h"
 #include "util/guest_mem.h"
 #include "util/size.h"
 

@@ -13,14 +13,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/console.h"
+#include "app/control.h"
+#include "app/migrate_client.h"
+#include "block/block.h"
+#include "hw/uart.h"
 #include "kvm/boot.h"
-#include "kvm/console.h"
-#include "kvm/control.h"
 #include "kvm/nvme_pci.h"
 #include "kvm/probe.h"
-#include "hw/uart.h"
 #include "kvm/vm.h"
-#include "migrate/client.h"
 #include "migrate/migrate.h"
 #include "migrate/tcp.h"
 #include "util/log.h"
@@ -311,7 +312,7 @@ static bool migration_done(struct vm *vm, struct control *ctl)
 {
     static unsigned reads_at_completion;
     static double completed_at;
-    if (!migrate_completed(vm))
+    if (migrate_state(ctl->mig) != MIG_COMPLETED)
         return false;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -346,7 +347,7 @@ static int event_loop(struct vm *vm, struct control *ctl, bool read_stdin)
             break;
         /* While the UART's input queue is full, re-check every 10 ms for room; during a
          * migration, every 100 ms for its end. */
-        int r = poll(p, 4, stdin_open ? 10 : vm->mig ? 100 : -1);
+        int r = poll(p, 4, stdin_open ? 10 : ctl->mig ? 100 : -1);
         if (r < 0 && errno != EINTR)
             die_errno("poll");
         if (p[0].revents & POLLIN)
@@ -396,12 +397,6 @@ static void open_disks(const struct run_opts *o, struct nvme_pci_config *nc)
     }
 }
 
-static void close_disks(struct nvme_pci_config *nc)
-{
-    for (int i = 0; i < nc->ctrl.nr_ns; i++)
-        blk_close(nc->ctrl.ns[i].blk);
-}
-
 static int cmd_run(int argc, char **argv)
 {
     struct run_opts o;
@@ -437,10 +432,8 @@ static int cmd_run(int argc, char **argv)
     block_kick_signal();
     struct vm vm;
     vm_create(&vm, &o.cfg);
-    if (o.ndisks) {
-        vm.nvme = nvme_pci_create(&vm, &nc);
-        vm.disks = &nc.ctrl;
-    }
+    if (o.ndisks)
+        vm_add_nvme(&vm, &nc); /* the VM owns the disks from here on */
     if (o.incoming) {
         vm_prepare_incoming(&vm);
     } else {
@@ -459,16 +452,11 @@ static int cmd_run(int argc, char **argv)
     }
     if (o.read_stdin)
         console_raw_mode(STDIN_FILENO);
-    if (vm.nvme)
-        nvme_pci_start(vm.nvme);
     vm_start(&vm);
     int status = event_loop(&vm, &ctl, o.read_stdin);
     console_restore();
     control_close(&ctl);
-    migrate_cleanup(&vm);
-    nvme_pci_free(vm.nvme);
     vm_destroy(&vm);
-    close_disks(&nc);
     return status;
 }
 

@@ -9,11 +9,13 @@
 #include <stddef.h>
 
 struct vm;
+struct migration;
 
 struct control {
     int listen_fd;
     char path[108];
     unsigned status_reads; /* migrate-status answers given (the source waits for one) */
+    struct migration *mig; /* the outgoing migration started through this socket, or NULL */
 };
 
 /* Default socket path for a VM name: $XDG_RUNTIME_DIR/nvmevm/NAME.sock, /run/nvmevm as root. */
@@ -22,6 +24,7 @@ int control_default_path(const char *name, char *out, size_t outlen);
 void control_open(struct control *c, const char *path);
 /* Serves one pending connection (call when listen_fd is readable). */
 void control_serve_one(struct control *c, struct vm *vm);
+/* Closes the socket and frees a finished (or cancels and joins a running) migration. */
 void control_close(struct control *c);
 
 /* Sends one request line and reads the one-line answer. 0, or -1 with errno set. */

@@ -1,4 +1,4 @@
-#include "kvm/control.h"
+#include "app/control.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -45,6 +45,7 @@ void control_open(struct control *c, const char *path)
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sa.sun_path))
         die("%s: control socket path too long", path);
+    c->mig = NULL;
     memcpy(c->path, path, strlen(path) + 1);
     memcpy(sa.sun_path, path, strlen(path) + 1);
     c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -74,6 +75,8 @@ void control_close(struct control *c)
         bound_path[0] = '\0';
         c->listen_fd = -1;
     }
+    migrate_free(c->mig);
+    c->mig = NULL;
 }
 
 /* Finds "key": in a one-line JSON object; returns a pointer after the colon. */
@@ -180,7 +183,14 @@ void control_serve_one(struct control *c, struct vm *vm)
             mp.timeout_s = (unsigned)json_u64(line, "timeout_s", 0);
             mp.force_on_timeout = json_u64(line, "force", 0) != 0;
             mp.auto_converge = json_u64(line, "auto_converge", 0) != 0;
-            if (migrate_start(vm, &mp, err, sizeof(err)) < 0) {
+            struct migration *m = NULL;
+            if (migrate_state(c->mig) == MIG_ACTIVE)
+                snprintf(err, sizeof(err), "a migration is already running");
+            else if ((m = migrate_start(vm, &mp, err, sizeof(err))) != NULL) {
+                migrate_free(c->mig);
+                c->mig = m;
+            }
+            if (!m) {
                 snprintf(out, sizeof(out), "{\"ok\":false,\"error\":\"%s\"}\n", err);
                 reply(fd, out);
             } else {
@@ -189,12 +199,12 @@ void control_serve_one(struct control *c, struct vm *vm)
         }
     } else if (strcmp(cmd, "migrate-status") == 0) {
         char js[768];
-        migrate_status_json(vm, js, sizeof(js));
+        migrate_status_json(c->mig, js, sizeof(js));
         c->status_reads++;
         reply(fd, js);
         reply(fd, "\n");
     } else if (strcmp(cmd, "migrate-cancel") == 0) {
-        migrate_cancel(vm);
+        migrate_cancel(c->mig);
         reply(fd, "{\"ok\":true}\n");
     } else if (strcmp(cmd, "quit") == 0) {
         reply(fd, "{\"ok\":true,\"state\":\"stopping\"}\n");

@@ -10,8 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kvm/control.h"
-#include "migrate/client.h"
+#include "app/control.h"
+#include "app/migrate_client.h"
 #include "util/log.h"
 #include "util/size.h"
 
