@@ -1,6 +1,8 @@
 #include "app/control.h"
 
 #include <errno.h>
+#include <json-c/json.h>
+#include <stdint.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,55 +81,6 @@ void control_close(struct control *c)
     c->mig = NULL;
 }
 
-/* Finds "key": in a one-line JSON object; returns a pointer after the colon. */
-static const char *json_field(const char *line, const char *key)
-{
-    char pat[40];
-    snprintf(pat, sizeof(pat), "\"%s\"", key);
-    const char *p = strstr(line, pat);
-    if (!p)
-        return NULL;
-    p = strchr(p + strlen(pat), ':');
-    return p ? p + 1 : NULL;
-}
-
-static uint64_t json_u64(const char *line, const char *key, uint64_t dflt)
-{
-    const char *p = json_field(line, key);
-    if (!p)
-        return dflt;
-    while (*p == ' ')
-        p++;
-    if (strncmp(p, "true", 4) == 0)
-        return 1;
-    if (strncmp(p, "false", 5) == 0)
-        return 0;
-    return strtoull(p, NULL, 10);
-}
-
-/* Extracts the string value of key from a one-line JSON object. */
-static int json_str(const char *line, const char *key, char *out, size_t len)
-{
-    const char *p = json_field(line, key);
-    if (!p)
-        return -1;
-    p = strchr(p, '"');
-    if (!p)
-        return -1;
-    const char *e = strchr(++p, '"');
-    if (!e || (size_t)(e - p) >= len)
-        return -1;
-    memcpy(out, p, (size_t)(e - p));
-    out[e - p] = '\0';
-    return 0;
-}
-
-/* Extracts the value of "cmd" from a one-line JSON object. */
-static int parse_cmd(const char *line, char *cmd, size_t len)
-{
-    return json_str(line, "cmd", cmd, len);
-}
-
 static void reply(int fd, const char *s)
 {
     size_t n = strlen(s);
@@ -138,6 +91,125 @@ static void reply(int fd, const char *s)
         s += w;
         n -= (size_t)w;
     }
+}
+
+/* Sends obj as one line and drops the reference. */
+static void reply_obj(int fd, json_object *obj)
+{
+    reply(fd, json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
+                                                       JSON_C_TO_STRING_NOSLASHESCAPE));
+    reply(fd, "\n");
+    json_object_put(obj);
+}
+
+static json_object *ok_obj(void)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "ok", json_object_new_boolean(1));
+    return o;
+}
+
+static void add_str(json_object *o, const char *key, const char *v)
+{
+    json_object_object_add(o, key, json_object_new_string(v));
+}
+
+static void reply_error(int fd, const char *msg)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "ok", json_object_new_boolean(0));
+    add_str(o, "error", msg);
+    reply_obj(fd, o);
+}
+
+static void reply_state(int fd, const char *state)
+{
+    json_object *o = ok_obj();
+    add_str(o, "state", state);
+    reply_obj(fd, o);
+}
+
+/* A numeric or boolean member, dflt when absent; false if present with another type. */
+static bool get_u64(json_object *req, const char *key, uint64_t dflt, uint64_t *out)
+{
+    json_object *v;
+    *out = dflt;
+    if (!json_object_object_get_ex(req, key, &v))
+        return true;
+    if (json_object_is_type(v, json_type_boolean)) {
+        *out = json_object_get_boolean(v);
+        return true;
+    }
+    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
+        return false;
+    *out = json_object_get_uint64(v);
+    return true;
+}
+
+static void serve_migrate(struct control *c, struct vm *vm, int fd, json_object *req)
+{
+    struct mig_params mp = {0};
+    json_object *uri;
+    uint64_t downtime, bw, timeout, force, autoconv;
+    if (!json_object_object_get_ex(req, "uri", &uri) || !json_object_is_type(uri, json_type_string) ||
+        (size_t)json_object_get_string_len(uri) >= sizeof(mp.uri)) {
+        reply_error(fd, "migrate: missing \"uri\"");
+        return;
+    }
+    if (!get_u64(req, "downtime_ms", 300, &downtime) || !get_u64(req, "max_bandwidth", 0, &bw) ||
+        !get_u64(req, "timeout_s", 0, &timeout) || !get_u64(req, "force", 0, &force) ||
+        !get_u64(req, "auto_converge", 0, &autoconv) || downtime > UINT32_MAX ||
+        timeout > UINT32_MAX) {
+        reply_error(fd, "migrate: downtime_ms, max_bandwidth, timeout_s: numbers; force, "
+                        "auto_converge: booleans");
+        return;
+    }
+    snprintf(mp.uri, sizeof(mp.uri), "%s", json_object_get_string(uri));
+    mp.downtime_ms = (unsigned)downtime;
+    mp.max_bandwidth = bw;
+    mp.timeout_s = (unsigned)timeout;
+    mp.force_on_timeout = force != 0;
+    mp.auto_converge = autoconv != 0;
+    char err[256];
+    if (migrate_state(c->mig) == MIG_ACTIVE) {
+        reply_error(fd, "a migration is already running");
+        return;
+    }
+    struct migration *m = migrate_start(vm, &mp, err, sizeof(err));
+    if (!m) {
+        reply_error(fd, err);
+        return;
+    }
+    migrate_free(c->mig); /* the previous one, finished */
+    c->mig = m;
+    json_object *o = ok_obj();
+    add_str(o, "migration", "active");
+    reply_obj(fd, o);
+}
+
+static void serve_migrate_status(struct control *c, int fd)
+{
+    struct mig_progress p;
+    migrate_progress(c->mig, &p);
+    json_object *o = ok_obj();
+    add_str(o, "migration", migrate_state_name(p.state));
+    if (p.state != MIG_NONE) {
+        json_object_object_add(o, "pass", json_object_new_int64(p.pass));
+        json_object_object_add(o, "ram_total", json_object_new_uint64(p.ram_total));
+        json_object_object_add(o, "ram_remaining", json_object_new_uint64(p.ram_remaining));
+        json_object_object_add(o, "bytes_sent", json_object_new_uint64(p.bytes_sent));
+        json_object_object_add(o, "zero_pages", json_object_new_uint64(p.zero_pages));
+        json_object_object_add(o, "bandwidth", json_object_new_double(p.bandwidth));
+        json_object_object_add(o, "dirty_rate", json_object_new_double(p.dirty_rate));
+        json_object_object_add(o, "expected_downtime_ms",
+                               json_object_new_double(p.expected_downtime_ms));
+        json_object_object_add(o, "throttle_pct", json_object_new_int64(p.throttle_pct));
+        json_object_object_add(o, "total_ms", json_object_new_double(p.total_ms));
+        json_object_object_add(o, "downtime_ms", json_object_new_double(p.downtime_ms));
+        add_str(o, "error", p.error);
+    }
+    c->status_reads++;
+    reply_obj(fd, o);
 }
 
 void control_serve_one(struct control *c, struct vm *vm)
@@ -157,62 +229,42 @@ void control_serve_one(struct control *c, struct vm *vm)
         n++;
     }
     line[n] = '\0';
-    char cmd[32], out[400];
-    if (parse_cmd(line, cmd, sizeof(cmd)) < 0) {
-        reply(fd, "{\"ok\":false,\"error\":\"expected {\\\"cmd\\\":\\\"...\\\"}\"}\n");
+    json_object *req = json_tokener_parse(line), *jcmd;
+    const char *cmd = NULL;
+    if (req && json_object_is_type(req, json_type_object) &&
+        json_object_object_get_ex(req, "cmd", &jcmd) && json_object_is_type(jcmd, json_type_string))
+        cmd = json_object_get_string(jcmd);
+    if (!cmd) {
+        reply_error(fd, "expected {\"cmd\":\"...\"}");
     } else if (strcmp(cmd, "status") == 0) {
-        snprintf(out, sizeof(out),
-                 "{\"ok\":true,\"state\":\"%s\",\"cpus\":%d,\"mem\":%llu,\"pid\":%d}\n",
-                 vm_is_paused(vm) ? "paused" : "running", vm->ncpus,
-                 (unsigned long long)vm->mem.size, (int)getpid());
-        reply(fd, out);
+        json_object *o = ok_obj();
+        add_str(o, "state", vm_is_paused(vm) ? "paused" : "running");
+        json_object_object_add(o, "cpus", json_object_new_int(vm->ncpus));
+        json_object_object_add(o, "mem", json_object_new_uint64(vm->mem.size));
+        json_object_object_add(o, "pid", json_object_new_int(getpid()));
+        reply_obj(fd, o);
     } else if (strcmp(cmd, "pause") == 0) {
         vm_pause(vm);
-        reply(fd, "{\"ok\":true,\"state\":\"paused\"}\n");
+        reply_state(fd, "paused");
     } else if (strcmp(cmd, "resume") == 0) {
         vm_resume(vm);
-        reply(fd, "{\"ok\":true,\"state\":\"running\"}\n");
+        reply_state(fd, "running");
     } else if (strcmp(cmd, "migrate") == 0) {
-        struct mig_params mp = {.downtime_ms = 300};
-        char err[256];
-        if (json_str(line, "uri", mp.uri, sizeof(mp.uri)) < 0) {
-            reply(fd, "{\"ok\":false,\"error\":\"migrate: missing \\\"uri\\\"\"}\n");
-        } else {
-            mp.downtime_ms = (unsigned)json_u64(line, "downtime_ms", 300);
-            mp.max_bandwidth = json_u64(line, "max_bandwidth", 0);
-            mp.timeout_s = (unsigned)json_u64(line, "timeout_s", 0);
-            mp.force_on_timeout = json_u64(line, "force", 0) != 0;
-            mp.auto_converge = json_u64(line, "auto_converge", 0) != 0;
-            struct migration *m = NULL;
-            if (migrate_state(c->mig) == MIG_ACTIVE)
-                snprintf(err, sizeof(err), "a migration is already running");
-            else if ((m = migrate_start(vm, &mp, err, sizeof(err))) != NULL) {
-                migrate_free(c->mig);
-                c->mig = m;
-            }
-            if (!m) {
-                snprintf(out, sizeof(out), "{\"ok\":false,\"error\":\"%s\"}\n", err);
-                reply(fd, out);
-            } else {
-                reply(fd, "{\"ok\":true,\"migration\":\"active\"}\n");
-            }
-        }
+        serve_migrate(c, vm, fd, req);
     } else if (strcmp(cmd, "migrate-status") == 0) {
-        char js[768];
-        migrate_status_json(c->mig, js, sizeof(js));
-        c->status_reads++;
-        reply(fd, js);
-        reply(fd, "\n");
+        serve_migrate_status(c, fd);
     } else if (strcmp(cmd, "migrate-cancel") == 0) {
         migrate_cancel(c->mig);
-        reply(fd, "{\"ok\":true}\n");
+        reply_obj(fd, ok_obj());
     } else if (strcmp(cmd, "quit") == 0) {
-        reply(fd, "{\"ok\":true,\"state\":\"stopping\"}\n");
+        reply_state(fd, "stopping");
         vm_request_stop(vm, 0);
     } else {
-        snprintf(out, sizeof(out), "{\"ok\":false,\"error\":\"unknown command '%s'\"}\n", cmd);
-        reply(fd, out);
+        char msg[96];
+        snprintf(msg, sizeof(msg), "unknown command '%.64s'", cmd);
+        reply_error(fd, msg);
     }
+    json_object_put(req);
     close(fd);
 }
 
@@ -247,6 +299,27 @@ int control_request(const char *path, const char *req, char *out, size_t outlen)
     return 0;
 }
 
+int control_request_obj(const char *path, json_object *req, char *out, size_t outlen)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof(line), "%s\n",
+                     json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN |
+                                                             JSON_C_TO_STRING_NOSLASHESCAPE));
+    if (n < 0 || (size_t)n >= sizeof(line)) {
+        errno = E2BIG;
+        return -1;
+    }
+    return control_request(path, line, out, outlen);
+}
+
+bool control_reply_ok(const char *reply_line)
+{
+    json_object *o = json_tokener_parse(reply_line), *ok;
+    bool r = o && json_object_object_get_ex(o, "ok", &ok) && json_object_get_boolean(ok);
+    json_object_put(o);
+    return r;
+}
+
 int control_client_main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -278,10 +351,13 @@ int control_client_main(int argc, char **argv)
         die("ctl: expected one command: status, pause, resume or quit");
     if (!*path)
         die("ctl: say which VM with --socket PATH or --vm NAME");
-    char req[96], buf[1024];
-    snprintf(req, sizeof(req), "{\"cmd\":\"%s\"}\n", argv[optind]);
-    if (control_request(path, req, buf, sizeof(buf)) < 0)
+    json_object *req = json_object_new_object();
+    add_str(req, "cmd", argv[optind]);
+    char buf[1024];
+    int r = control_request_obj(path, req, buf, sizeof(buf));
+    json_object_put(req);
+    if (r < 0)
         die_errno("%s", path);
     fputs(buf, stdout);
-    return strstr(buf, "\"ok\":true") ? 0 : 1;
+    return control_reply_ok(buf) ? 0 : 1;
 }

@@ -6,6 +6,7 @@
  * {"cmd":"migrate-cancel"}.
  */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 
 struct vm;
@@ -29,6 +30,12 @@ void control_close(struct control *c);
 
 /* Sends one request line and reads the one-line answer. 0, or -1 with errno set. */
 int control_request(const char *path, const char *req, char *out, size_t outlen);
+
+/* The same with req serialised (json-c) as one line. */
+struct json_object;
+int control_request_obj(const char *path, struct json_object *req, char *out, size_t outlen);
+/* True if a reply line is a JSON object with "ok": true. */
+bool control_reply_ok(const char *reply_line);
 
 /* Client side: "nvmevm ctl [--socket PATH | --vm NAME] COMMAND". */
 int control_client_main(int argc, char **argv);

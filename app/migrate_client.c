@@ -2,6 +2,7 @@
  * live progress, and ends with a summary. */
 #include <dirent.h>
 #include <errno.h>
+#include <json-c/json.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -67,29 +68,23 @@ static int find_socket(char *path, size_t len)
     return found == 1 ? 0 : -1;
 }
 
+/* Members of one reply line; a missing or unparsable one reads as 0 or "". */
 static double field(const char *js, const char *key)
 {
-    char pat[48];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = strstr(js, pat);
-    return p ? strtod(p + strlen(pat), NULL) : 0;
+    json_object *o = json_tokener_parse(js), *v;
+    double r = o && json_object_object_get_ex(o, key, &v) ? json_object_get_double(v) : 0;
+    json_object_put(o);
+    return r;
 }
 
 static void field_str(const char *js, const char *key, char *out, size_t len)
 {
-    char pat[48];
-    snprintf(pat, sizeof(pat), "\"%s\":\"", key);
-    const char *p = strstr(js, pat);
-    out[0] = '\0';
-    if (!p)
-        return;
-    p += strlen(pat);
-    const char *e = strchr(p, '"');
-    size_t n = e ? (size_t)(e - p) : 0;
-    if (n >= len)
-        n = len - 1;
-    memcpy(out, p, n);
-    out[n] = '\0';
+    json_object *o = json_tokener_parse(js), *v;
+    snprintf(out, len, "%s",
+             o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+                 ? json_object_get_string(v)
+                 : "");
+    json_object_put(o);
 }
 
 static void progress_line(const char *js, bool tty)
@@ -146,7 +141,7 @@ int migrate_client_main(int argc, char **argv)
     }
     if (!*path && find_socket(path, sizeof(path)) < 0)
         die("no running nvmevm found: say which with --vm NAME or --socket PATH");
-    char req[512], rep[1024];
+    char rep[1024];
     if (cancel) {
         if (control_request(path, "{\"cmd\":\"migrate-cancel\"}\n", rep, sizeof(rep)) < 0)
             die_errno("%s", path);
@@ -155,14 +150,19 @@ int migrate_client_main(int argc, char **argv)
     }
     if (optind != argc - 1)
         die("migrate: expected the destination, e.g. tcp:10.0.0.2:4444");
-    snprintf(req, sizeof(req),
-             "{\"cmd\":\"migrate\",\"uri\":\"%s\",\"downtime_ms\":%u,\"max_bandwidth\":%llu,"
-             "\"timeout_s\":%u,\"force\":%s,\"auto_converge\":%s}\n",
-             argv[optind], downtime, (unsigned long long)bw, timeout, force ? "true" : "false",
-             autoconv ? "true" : "false");
-    if (control_request(path, req, rep, sizeof(rep)) < 0)
+    json_object *req = json_object_new_object();
+    json_object_object_add(req, "cmd", json_object_new_string("migrate"));
+    json_object_object_add(req, "uri", json_object_new_string(argv[optind]));
+    json_object_object_add(req, "downtime_ms", json_object_new_int64(downtime));
+    json_object_object_add(req, "max_bandwidth", json_object_new_uint64(bw));
+    json_object_object_add(req, "timeout_s", json_object_new_int64(timeout));
+    json_object_object_add(req, "force", json_object_new_boolean(force));
+    json_object_object_add(req, "auto_converge", json_object_new_boolean(autoconv));
+    int r = control_request_obj(path, req, rep, sizeof(rep));
+    json_object_put(req);
+    if (r < 0)
         die_errno("%s", path);
-    if (!strstr(rep, "\"ok\":true")) {
+    if (!control_reply_ok(rep)) {
         char e[256];
         field_str(rep, "error", e, sizeof(e));
         die("migrate: %s", e);

@@ -355,27 +355,31 @@ void migrate_free(struct migration *m)
     free(m);
 }
 
-static const char *state_name(int s)
+const char *migrate_state_name(enum mig_state s)
 {
     static const char *names[] = {"none", "active", "completed", "failed", "cancelled"};
-    return s >= 0 && s <= MIG_CANCELLED ? names[s] : "unknown";
+    return s >= MIG_NONE && s <= MIG_CANCELLED ? names[s] : "unknown";
 }
 
-void migrate_status_json(struct migration *m, char *out, size_t outlen)
+void migrate_progress(struct migration *m, struct mig_progress *out)
 {
-    if (!m) {
-        snprintf(out, outlen, "{\"ok\":true,\"migration\":\"none\"}");
+    memset(out, 0, sizeof(*out));
+    out->state = MIG_NONE;
+    if (!m)
         return;
-    }
     pthread_mutex_lock(&m->lock);
-    snprintf(out, outlen,
-             "{\"ok\":true,\"migration\":\"%s\",\"pass\":%u,\"ram_total\":%llu,"
-             "\"ram_remaining\":%llu,\"bytes_sent\":%llu,\"zero_pages\":%llu,"
-             "\"bandwidth\":%.0f,\"dirty_rate\":%.0f,\"expected_downtime_ms\":%.1f,"
-             "\"throttle_pct\":%u,\"total_ms\":%.1f,\"downtime_ms\":%.1f,\"error\":\"%s\"}",
-             state_name(atomic_load(&m->state)), m->pass, (unsigned long long)m->ram_total,
-             (unsigned long long)m->ram_remaining, (unsigned long long)m->bytes_sent,
-             (unsigned long long)m->zero_pages, m->bandwidth, m->dirty_rate,
-             m->expected_downtime_ms, m->throttle_pct, m->total_ms, m->downtime_ms, m->error);
+    out->state = atomic_load(&m->state);
+    out->pass = m->pass;
+    out->ram_total = m->ram_total;
+    out->ram_remaining = m->ram_remaining;
+    out->bytes_sent = m->bytes_sent;
+    out->zero_pages = m->zero_pages;
+    out->bandwidth = m->bandwidth;
+    out->dirty_rate = m->dirty_rate;
+    out->expected_downtime_ms = m->expected_downtime_ms;
+    out->throttle_pct = m->throttle_pct;
+    out->total_ms = m->total_ms;
+    out->downtime_ms = m->downtime_ms;
+    memcpy(out->error, m->error, sizeof(out->error));
     pthread_mutex_unlock(&m->lock);
 }

@@ -32,8 +32,19 @@ struct migration *migrate_start(struct vm *vm, const struct mig_params *p, char 
 /* MIG_NONE for NULL; MIG_COMPLETED once the guest was handed over. */
 enum mig_state migrate_state(struct migration *m);
 void migrate_cancel(struct migration *m);
-/* One JSON object (no newline) describing the migration's progress or result (m may be NULL). */
-void migrate_status_json(struct migration *m, char *out, size_t outlen);
+struct mig_progress {
+    enum mig_state state;
+    unsigned pass;
+    uint64_t ram_total, ram_remaining, bytes_sent, zero_pages;
+    double bandwidth, dirty_rate, expected_downtime_ms; /* bytes/s, bytes/s, ms */
+    unsigned throttle_pct;
+    double total_ms, downtime_ms;
+    char error[256];
+};
+
+/* A consistent snapshot of the migration's progress or result (m NULL: state MIG_NONE). */
+void migrate_progress(struct migration *m, struct mig_progress *out);
+const char *migrate_state_name(enum mig_state s);
 /* Cancels if still running, joins the migration thread and frees m (NULL: nothing). */
 void migrate_free(struct migration *m);
 
