@@ -97,7 +97,7 @@ static void reply(int fd, const char *s)
 static void reply_obj(int fd, json_object *obj)
 {
     reply(fd, json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
-                                                       JSON_C_TO_STRING_NOSLASHESCAPE));
+                                                      JSON_C_TO_STRING_NOSLASHESCAPE));
     reply(fd, "\n");
     json_object_put(obj);
 }
@@ -151,7 +151,8 @@ static void serve_migrate(struct control *c, struct vm *vm, int fd, json_object 
     struct mig_params mp = {0};
     json_object *uri;
     uint64_t downtime, bw, timeout, force, autoconv;
-    if (!json_object_object_get_ex(req, "uri", &uri) || !json_object_is_type(uri, json_type_string) ||
+    if (!json_object_object_get_ex(req, "uri", &uri) ||
+        !json_object_is_type(uri, json_type_string) ||
         (size_t)json_object_get_string_len(uri) >= sizeof(mp.uri)) {
         reply_error(fd, "migrate: missing \"uri\"");
         return;

@@ -27,9 +27,9 @@
 #include "util/log.h"
 #include "util/size.h"
 
-#define DEFAULT_MEM   (512ULL << 20)
-#define MIN_MEM       (4ULL << 20)
-#define MAX_CPUS_OPT  64
+#define DEFAULT_MEM  (512ULL << 20)
+#define MIN_MEM      (4ULL << 20)
+#define MAX_CPUS_OPT 64
 
 static void usage_run(FILE *f)
 {
@@ -202,14 +202,14 @@ static void default_guest(struct vm_config *cfg)
 static void parse_run(int argc, char **argv, struct run_opts *o)
 {
     static const struct option opts[] = {
-        {"kernel", required_argument, NULL, 'k'}, {"initrd", required_argument, NULL, 'i'},
-        {"append", required_argument, NULL, 'a'}, {"mem", required_argument, NULL, 'm'},
-        {"cpus", required_argument, NULL, 'c'},   {"name", required_argument, NULL, 'n'},
+        {"kernel", required_argument, NULL, 'k'},  {"initrd", required_argument, NULL, 'i'},
+        {"append", required_argument, NULL, 'a'},  {"mem", required_argument, NULL, 'm'},
+        {"cpus", required_argument, NULL, 'c'},    {"name", required_argument, NULL, 'n'},
         {"control", required_argument, NULL, 'C'}, {"no-stdin", no_argument, NULL, 'S'},
-        {"mem-shared", no_argument, NULL, 'M'},   {"disk", required_argument, NULL, 'D'},
-        {"cache", required_argument, NULL, 'W'},  {"queues", required_argument, NULL, 'Q'},
+        {"mem-shared", no_argument, NULL, 'M'},    {"disk", required_argument, NULL, 'D'},
+        {"cache", required_argument, NULL, 'W'},   {"queues", required_argument, NULL, 'Q'},
         {"poll-us", required_argument, NULL, 'P'}, {"incoming", required_argument, NULL, 'I'},
-        {"help", no_argument, NULL, 'h'},         {0, 0, 0, 0},
+        {"help", no_argument, NULL, 'h'},          {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
     o->cfg.mem_size = DEFAULT_MEM;
@@ -222,19 +222,45 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'k': o->cfg.kernel = optarg; break;
-        case 'i': o->cfg.initrd = optarg; break;
-        case 'a': o->cfg.append = optarg; break;
-        case 'm': o->cfg.mem_size = parse_mem(optarg); break;
-        case 'c': o->cfg.ncpus = parse_cpus(optarg); break;
-        case 'n': o->name = optarg; break;
-        case 'C': o->control = optarg; break;
-        case 'S': o->read_stdin = false; break;
-        case 'M': o->cfg.mem_shared = true; break;
-        case 'D': add_disk(o, optarg); break;
-        case 'Q': o->queues = parse_uint("--queues", optarg, 1, NVME_MAX_IO_QUEUES); break;
-        case 'I': o->incoming = optarg; break;
-        case 'P': o->poll_us = parse_uint("--poll-us", optarg, 0, 10000000); break;
+        case 'k':
+            o->cfg.kernel = optarg;
+            break;
+        case 'i':
+            o->cfg.initrd = optarg;
+            break;
+        case 'a':
+            o->cfg.append = optarg;
+            break;
+        case 'm':
+            o->cfg.mem_size = parse_mem(optarg);
+            break;
+        case 'c':
+            o->cfg.ncpus = parse_cpus(optarg);
+            break;
+        case 'n':
+            o->name = optarg;
+            break;
+        case 'C':
+            o->control = optarg;
+            break;
+        case 'S':
+            o->read_stdin = false;
+            break;
+        case 'M':
+            o->cfg.mem_shared = true;
+            break;
+        case 'D':
+            add_disk(o, optarg);
+            break;
+        case 'Q':
+            o->queues = parse_uint("--queues", optarg, 1, NVME_MAX_IO_QUEUES);
+            break;
+        case 'I':
+            o->incoming = optarg;
+            break;
+        case 'P':
+            o->poll_us = parse_uint("--poll-us", optarg, 0, 10000000);
+            break;
         case 'W':
             if (strcmp(optarg, "none") == 0)
                 o->cache = BLK_CACHE_NONE;
@@ -243,8 +269,12 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
             else
                 die("--cache %s: expected none or writeback", optarg);
             break;
-        case 'h': usage_run(stdout); exit(0);
-        default: usage_run(stderr); exit(2);
+        case 'h':
+            usage_run(stdout);
+            exit(0);
+        default:
+            usage_run(stderr);
+            exit(2);
         }
     }
     while (optind < argc)
@@ -340,8 +370,7 @@ static int event_loop(struct vm *vm, struct control *ctl, bool read_stdin)
             {.fd = vm->stop_efd, .events = POLLIN},
             {.fd = sfd, .events = POLLIN},
             {.fd = ctl->listen_fd, .events = POLLIN},
-            {.fd = stdin_open && uart_input_space(vm->uart) ? STDIN_FILENO : -1,
-             .events = POLLIN},
+            {.fd = stdin_open && uart_input_space(vm->uart) ? STDIN_FILENO : -1, .events = POLLIN},
         };
         if (migration_done(vm, ctl))
             break;
@@ -383,16 +412,15 @@ static void open_disks(const struct run_opts *o, struct nvme_pci_config *nc)
     nc->ctrl.nr_ns = o->ndisks;
     for (int i = 0; i < o->ndisks; i++) {
         /* An incoming VM takes the locks only when the source hands the disks over. */
-        struct blk_open_opts bo = {.read_only = o->disks[i].ro, .cache = o->cache,
-                                   .lock = !o->incoming};
+        struct blk_open_opts bo = {
+            .read_only = o->disks[i].ro, .cache = o->cache, .lock = !o->incoming};
         char err[256];
         struct blk_dev *b = blk_open(o->disks[i].path, &bo, err, sizeof(err));
         if (!b)
             die("%s", err);
         uint64_t lba = 1ULL << o->disks[i].lba_shift;
         if (b->size < lba)
-            die("%s: too small for one %llu-byte block", o->disks[i].path,
-                (unsigned long long)lba);
+            die("%s: too small for one %llu-byte block", o->disks[i].path, (unsigned long long)lba);
         nc->ctrl.ns[i] = (struct nvme_ns_config){.blk = b, .lba_shift = o->disks[i].lba_shift};
     }
 }

@@ -18,24 +18,23 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: nvmevm migrate tcp:HOST:PORT [options]\n"
-            "       nvmevm migrate --cancel [--vm NAME | --socket PATH]\n"
-            "\n"
-            "Live-migrates a running nvmevm to a destination started with\n"
-            "'nvmevm run --incoming tcp:HOST:PORT' (same --mem, --cpus and disks).\n"
-            "\n"
-            "  --vm NAME          the VM (its --name); needed when several run\n"
-            "  --socket PATH      its control socket instead\n"
-            "  --downtime-ms N    switch over once the rest fits in N ms (default 300)\n"
-            "  --max-bandwidth B  limit the pre-copy rate, bytes/s with K/M/G (default none)\n"
-            "  --timeout-s N      give up after N seconds (default: never)\n"
-            "  --on-timeout MODE  cancel (default: the source keeps running) or force\n"
-            "                     (switch over anyway, downtime may exceed the budget)\n"
-            "  --auto-converge    throttle the guest's vCPUs if it dirties memory faster\n"
-            "                     than it can be sent\n"
-            "  --json             print the progress and the summary as JSON lines\n"
-            "  --cancel           stop a migration in flight (the source keeps running)\n");
+    fprintf(f, "usage: nvmevm migrate tcp:HOST:PORT [options]\n"
+               "       nvmevm migrate --cancel [--vm NAME | --socket PATH]\n"
+               "\n"
+               "Live-migrates a running nvmevm to a destination started with\n"
+               "'nvmevm run --incoming tcp:HOST:PORT' (same --mem, --cpus and disks).\n"
+               "\n"
+               "  --vm NAME          the VM (its --name); needed when several run\n"
+               "  --socket PATH      its control socket instead\n"
+               "  --downtime-ms N    switch over once the rest fits in N ms (default 300)\n"
+               "  --max-bandwidth B  limit the pre-copy rate, bytes/s with K/M/G (default none)\n"
+               "  --timeout-s N      give up after N seconds (default: never)\n"
+               "  --on-timeout MODE  cancel (default: the source keeps running) or force\n"
+               "                     (switch over anyway, downtime may exceed the budget)\n"
+               "  --auto-converge    throttle the guest's vCPUs if it dirties memory faster\n"
+               "                     than it can be sent\n"
+               "  --json             print the progress and the summary as JSON lines\n"
+               "  --cancel           stop a migration in flight (the source keeps running)\n");
 }
 
 /* With no --vm/--socket: the only control socket in the default directory. */
@@ -101,11 +100,16 @@ static void progress_line(const char *js, bool tty)
 int migrate_client_main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"vm", required_argument, NULL, 'n'},         {"socket", required_argument, NULL, 's'},
-        {"downtime-ms", required_argument, NULL, 'd'}, {"max-bandwidth", required_argument, NULL, 'b'},
-        {"timeout-s", required_argument, NULL, 't'},  {"on-timeout", required_argument, NULL, 'o'},
-        {"auto-converge", no_argument, NULL, 'a'},    {"json", no_argument, NULL, 'j'},
-        {"cancel", no_argument, NULL, 'c'},           {"help", no_argument, NULL, 'h'},
+        {"vm", required_argument, NULL, 'n'},
+        {"socket", required_argument, NULL, 's'},
+        {"downtime-ms", required_argument, NULL, 'd'},
+        {"max-bandwidth", required_argument, NULL, 'b'},
+        {"timeout-s", required_argument, NULL, 't'},
+        {"on-timeout", required_argument, NULL, 'o'},
+        {"auto-converge", no_argument, NULL, 'a'},
+        {"json", no_argument, NULL, 'j'},
+        {"cancel", no_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
     char path[108] = "";
@@ -120,9 +124,15 @@ int migrate_client_main(int argc, char **argv)
             if (control_default_path(optarg, path, sizeof(path)) < 0)
                 die("--vm %s: name too long", optarg);
             break;
-        case 's': snprintf(path, sizeof(path), "%s", optarg); break;
-        case 'd': downtime = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 't': timeout = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 's':
+            snprintf(path, sizeof(path), "%s", optarg);
+            break;
+        case 'd':
+            downtime = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 't':
+            timeout = (unsigned)strtoul(optarg, NULL, 10);
+            break;
         case 'b':
             if (parse_size(optarg, &bw) < 0)
                 die("--max-bandwidth %s: expected bytes/s like 500M", optarg);
@@ -132,11 +142,21 @@ int migrate_client_main(int argc, char **argv)
                 die("--on-timeout %s: expected cancel or force", optarg);
             force = strcmp(optarg, "force") == 0;
             break;
-        case 'a': autoconv = true; break;
-        case 'j': json = true; break;
-        case 'c': cancel = true; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'a':
+            autoconv = true;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 'c':
+            cancel = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!*path && find_socket(path, sizeof(path)) < 0)
@@ -186,8 +206,8 @@ int migrate_client_main(int argc, char **argv)
     if (strcmp(state, "completed") != 0) {
         char e[256];
         field_str(rep, "error", e, sizeof(e));
-        fprintf(stderr, "nvmevm: migration %s: %s; the guest keeps running on the source\n",
-                state, e);
+        fprintf(stderr, "nvmevm: migration %s: %s; the guest keeps running on the source\n", state,
+                e);
         return 1;
     }
     if (!json)

@@ -21,7 +21,7 @@
 #define NVME_MAX_IO_QUEUES  64
 #define NVME_MAX_QUEUES     (NVME_MAX_IO_QUEUES + 1) /* + admin */
 #define NVME_MAX_NAMESPACES 16
-#define NVME_NR_VECTORS     (NVME_MAX_QUEUES)        /* MSI-X table entries */
+#define NVME_NR_VECTORS     (NVME_MAX_QUEUES) /* MSI-X table entries */
 #define NVME_DOORBELL_BASE  0x1000
 
 struct nvme_ctrl;
@@ -41,8 +41,8 @@ struct nvme_ns_config {
 };
 
 struct nvme_ctrl_config {
-    const char *serial; /* up to 20 chars */
-    const char *model;  /* up to 40 chars */
+    const char *serial;    /* up to 20 chars */
+    const char *model;     /* up to 40 chars */
     unsigned nr_io_queues; /* 1..NVME_MAX_IO_QUEUES */
     unsigned mqes;         /* max queue entries - 1 (CAP.MQES), >= 1023 */
     unsigned mdts;         /* max transfer = 2^mdts * 4 KiB */

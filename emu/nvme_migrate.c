@@ -412,8 +412,7 @@ int nvme_ctrl_load(struct nvme_ctrl *c, struct mig_cursor *cur, char *err, size_
     int rc = -1;
     struct fresh fr;
     if (dest_busy(c))
-        err_set(err, errlen,
-                      "nvme: the destination controller is busy (requests in storage)");
+        err_set(err, errlen, "nvme: the destination controller is busy (requests in storage)");
     else if (nvme_mig_decode(cur, im, err, errlen) == 0 &&
              nvme_mig_check(c, im, err, errlen) == 0) {
         if (!fresh_alloc(im, &fr)) {

@@ -187,7 +187,7 @@ int i8042_load(struct i8042 *k, struct mig_cursor *c, char *err, size_t errlen)
     }
     if (version != I8042_STATE_VERSION) {
         return err_set(err, errlen, "i8042: state version %u, this nvmevm reads %u", version,
-                 I8042_STATE_VERSION);
+                       I8042_STATE_VERSION);
     }
     uint8_t ctr = mig_get_u8(c), pending = mig_get_u8(c), flags = mig_get_u8(c);
     uint8_t out = mig_get_u8(c);

@@ -8,11 +8,11 @@
 #include "util/err.h"
 #include "util/le.h"
 
-#define VC_MASKED      0x1
-#define ENTRY_ADDR_LO  0
-#define ENTRY_ADDR_HI  1
-#define ENTRY_DATA     2
-#define ENTRY_CTRL     3
+#define VC_MASKED     0x1
+#define ENTRY_ADDR_LO 0
+#define ENTRY_ADDR_HI 1
+#define ENTRY_DATA    2
+#define ENTRY_CTRL    3
 
 void msix_init(struct msix *m, unsigned nvec, const struct msix_ops *ops, void *opaque)
 {
@@ -175,7 +175,7 @@ int msix_load(struct msix *m, struct mig_cursor *c, char *err, size_t errlen)
     }
     if (version != MSIX_STATE_VERSION) {
         return err_set(err, errlen, "msix: state version %u, this nvmevm reads %u", version,
-                 MSIX_STATE_VERSION);
+                       MSIX_STATE_VERSION);
     }
     /* nvec is fixed when the device is built and is not written under the lock. */
     unsigned nvec = mig_get_u16(c);
@@ -202,7 +202,7 @@ int msix_load(struct msix *m, struct mig_cursor *c, char *err, size_t errlen)
     for (unsigned v = 0; v < nvec; v++) {
         if (table[v][ENTRY_CTRL] & ~VC_MASKED) {
             return err_set(err, errlen, "msix: vector %u control 0x%08x has reserved bits set", v,
-                     table[v][ENTRY_CTRL]);
+                           table[v][ENTRY_CTRL]);
         }
     }
     if (nvec % 64 && (pba[nvec / 64] >> (nvec % 64))) {

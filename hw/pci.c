@@ -278,7 +278,8 @@ int pci_add_device(struct pci_bus *pb, struct pci_dev *d)
 
     /* Only the type-0 layout is implemented, so that is what the guest sees. */
     d->cfg[PCI_HEADER_TYPE] = 0;
-    uint16_t cmd_wmask = PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE;
+    uint16_t cmd_wmask =
+        PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE;
     d->wmask[PCI_COMMAND] |= (uint8_t)cmd_wmask;
     d->wmask[PCI_COMMAND + 1] |= (uint8_t)(cmd_wmask >> 8);
     d->wmask[PCI_INTERRUPT_LINE] = 0xff;
@@ -413,22 +414,23 @@ static int saved_dev_check(const struct pci_dev *d, const struct saved_dev *sd, 
     uint32_t sv = le16_get(&sd->cfg[PCI_VENDOR_ID]), sdev = le16_get(&sd->cfg[PCI_DEVICE_ID]);
     uint32_t hv = le16_get(&d->cfg[PCI_VENDOR_ID]), hdev = le16_get(&d->cfg[PCI_DEVICE_ID]);
     if (sv != hv || sdev != hdev) {
-        return err_set(err, errlen, "pci %02x: device %04x:%04x in the stream, %04x:%04x here", sd->slot,
-                 sv, sdev, hv, hdev);
+        return err_set(err, errlen, "pci %02x: device %04x:%04x in the stream, %04x:%04x here",
+                       sd->slot, sv, sdev, hv, hdev);
     }
     uint32_t sclass = le_get(&sd->cfg[PCI_CLASS_PROG], 3),
              hclass = le_get(&d->cfg[PCI_CLASS_PROG], 3);
     if (sclass != hclass) {
-        return err_set(err, errlen, "pci %02x: class 0x%06x in the stream, 0x%06x here", sd->slot, sclass,
-                 hclass);
+        return err_set(err, errlen, "pci %02x: class 0x%06x in the stream, 0x%06x here", sd->slot,
+                       sclass, hclass);
     }
     for (int i = 0; i < 6; i++) {
         uint32_t reg = bar_reg(i), m = le32_get(&d->wmask[reg]);
         uint32_t sbar = le32_get(&sd->cfg[reg]), hbar = le32_get(&d->cfg[reg]);
         if ((sbar ^ hbar) & ~m) {
-            return err_set(err, errlen,
-                     "pci %02x: BAR%d 0x%08x does not fit this BAR (fixed bits 0x%08x of 0x%08x)",
-                     sd->slot, i, sbar, hbar & ~m, ~m);
+            return err_set(
+                err, errlen,
+                "pci %02x: BAR%d 0x%08x does not fit this BAR (fixed bits 0x%08x of 0x%08x)",
+                sd->slot, i, sbar, hbar & ~m, ~m);
         }
     }
     for (uint32_t off = 0; off < CFG_SIZE; off++) {
@@ -437,9 +439,9 @@ static int saved_dev_check(const struct pci_dev *d, const struct saved_dev *sd, 
             continue;
         if ((sd->cfg[off] ^ d->cfg[off]) & ~d->wmask[off]) {
             return err_set(err, errlen,
-                     "pci %02x: read-only config byte 0x%02x is 0x%02x in the "
-                     "stream, 0x%02x here",
-                     sd->slot, off, sd->cfg[off], d->cfg[off]);
+                           "pci %02x: read-only config byte 0x%02x is 0x%02x in the "
+                           "stream, 0x%02x here",
+                           sd->slot, off, sd->cfg[off], d->cfg[off]);
         }
     }
     return 0;
@@ -453,7 +455,7 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
     }
     if (version != PCI_STATE_VERSION) {
         return err_set(err, errlen, "pci: state version %u, this nvmevm reads %u", version,
-                 PCI_STATE_VERSION);
+                       PCI_STATE_VERSION);
     }
     uint32_t conf1 = mig_get_u32(c); /* any value is one a guest could have written */
     uint8_t count = mig_get_u8(c);
@@ -461,7 +463,8 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
         return err_set(err, errlen, "pci: state truncated in bus registers");
     }
     if (count > PCI_MAX_DEVS) {
-        return err_set(err, errlen, "pci: %u devices exceed the bus's %d slots", count, PCI_MAX_DEVS);
+        return err_set(err, errlen, "pci: %u devices exceed the bus's %d slots", count,
+                       PCI_MAX_DEVS);
     }
     struct saved_dev *sd = calloc(count ? count : 1, sizeof(*sd));
     if (!sd) {
@@ -476,13 +479,13 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
         }
         if (sd[i].slot >= PCI_MAX_DEVS) {
             err_set(err, errlen, "pci: slot %u beyond the bus's %d slots", sd[i].slot,
-                     PCI_MAX_DEVS);
+                    PCI_MAX_DEVS);
             goto out;
         }
         /* Ascending order makes duplicates impossible to miss. */
         if (i > 0 && sd[i].slot <= sd[i - 1].slot) {
             err_set(err, errlen, "pci: slot %u listed after slot %u (duplicate or unsorted)",
-                     sd[i].slot, sd[i - 1].slot);
+                    sd[i].slot, sd[i - 1].slot);
             goto out;
         }
     }
@@ -497,8 +500,8 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
         const struct pci_dev *d = pb->devs[sd[i].slot];
         if (!d) {
             err_set(err, errlen, "pci %02x: device %04x:%04x in the stream is not present here",
-                     sd[i].slot, le16_get(&sd[i].cfg[PCI_VENDOR_ID]),
-                     le16_get(&sd[i].cfg[PCI_DEVICE_ID]));
+                    sd[i].slot, le16_get(&sd[i].cfg[PCI_VENDOR_ID]),
+                    le16_get(&sd[i].cfg[PCI_DEVICE_ID]));
             pthread_mutex_unlock(&pb->lock);
             goto out;
         }
@@ -512,7 +515,7 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
         const struct pci_dev *d = pb->devs[s];
         if (d && !in_stream[s]) {
             err_set(err, errlen, "pci %02x: device %04x:%04x here is missing from the stream", s,
-                     le16_get(&d->cfg[PCI_VENDOR_ID]), le16_get(&d->cfg[PCI_DEVICE_ID]));
+                    le16_get(&d->cfg[PCI_VENDOR_ID]), le16_get(&d->cfg[PCI_DEVICE_ID]));
             pthread_mutex_unlock(&pb->lock);
             goto out;
         }

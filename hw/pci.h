@@ -34,7 +34,7 @@ struct pci_bar {
 };
 
 struct pci_dev {
-    uint8_t cfg[256];  /* config space; device code fills IDs, class, capabilities */
+    uint8_t cfg[256];   /* config space; device code fills IDs, class, capabilities */
     uint8_t wmask[256]; /* bits the guest may write (pci.c sets COMMAND/BAR/INT_LINE) */
     struct pci_bar bar[6];
     /* Optional: called after the guest wrote config space (e.g. MSI-X enable). */

@@ -365,7 +365,7 @@ int uart_load(struct uart *u, struct mig_cursor *c, char *err, size_t errlen)
     }
     if (version != UART_STATE_VERSION) {
         err_set(err, errlen, "uart: state version %u, this nvmevm reads %u", version,
-                    UART_STATE_VERSION);
+                UART_STATE_VERSION);
         goto out;
     }
     t->ier = mig_get_u8(c);
@@ -398,7 +398,8 @@ int uart_load(struct uart *u, struct mig_cursor *c, char *err, size_t errlen)
         goto out;
     }
     if (count > INPUT_QUEUE_SIZE) {
-        err_set(err, errlen, "uart: input length %u exceeds queue size %d", count, INPUT_QUEUE_SIZE);
+        err_set(err, errlen, "uart: input length %u exceeds queue size %d", count,
+                INPUT_QUEUE_SIZE);
         goto out;
     }
     if (!mig_get_bytes(c, t->in, count)) {

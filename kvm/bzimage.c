@@ -36,7 +36,7 @@ int bzimage_parse(const uint8_t *file, size_t size, struct bzimage_info *out, ch
     out->version = le16_get(file + OFF_VERSION);
     if (out->version < 0x020c) {
         return err_set(err, errlen, "boot protocol %u.%02u is too old (nvmevm needs 2.12 or newer)",
-                 out->version >> 8, out->version & 0xff);
+                       out->version >> 8, out->version & 0xff);
     }
     if (!(file[OFF_XLOADFLAGS] & XLF_KERNEL_64)) {
         return err_set(err, errlen, "kernel has no 64-bit entry point (XLF_KERNEL_64 not set)");
@@ -45,7 +45,7 @@ int bzimage_parse(const uint8_t *file, size_t size, struct bzimage_info *out, ch
     out->setup_size = (size_t)(sects + 1) * 512;
     if (out->setup_size >= size) {
         return err_set(err, errlen, "truncated bzImage (setup is %zu bytes, file is %zu)",
-                 out->setup_size, size);
+                       out->setup_size, size);
     }
     out->pm_size = size - out->setup_size;
     out->header_end = OFF_JUMP + 2 + file[OFF_JUMP + 1];

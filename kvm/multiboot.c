@@ -36,8 +36,8 @@ static int parse_kludge(const uint8_t *file, size_t size, size_t hoff, const str
         return err_set(err, errlen, "bad multiboot header (header_addr below load_addr)");
     }
     uint64_t file_off = hoff - (h->header_addr - h->load_addr);
-    uint64_t file_len = h->load_end_addr ? (uint64_t)h->load_end_addr - h->load_addr
-                                         : size - file_off;
+    uint64_t file_len =
+        h->load_end_addr ? (uint64_t)h->load_end_addr - h->load_addr : size - file_off;
     if (h->load_end_addr && h->load_end_addr < h->load_addr) {
         return err_set(err, errlen, "bad multiboot header (load_end_addr below load_addr)");
     }

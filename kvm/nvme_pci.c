@@ -147,10 +147,9 @@ static void build_config_space(struct nvme_pci *n)
     pci_cfg_set16(d, PCI_STATUS, PCI_STATUS_CAP_LIST);
     pci_cfg_set8(d, PCI_CAPABILITY_LIST, MSIX_CAP_OFF);
     pci_cfg_set8(d, PCI_INTERRUPT_PIN, 1); /* INTA# */
-    msix_cap_build(&n->msix, d->cfg, d->wmask, MSIX_CAP_OFF, 0, 0, BAR0_MSIX_TABLE,
-                   BAR0_MSIX_PBA);
-    n->pdev.bar[0] = (struct pci_bar){.kind = PCI_BAR_MEM64, .size = NVME_BAR0_SIZE,
-                                      .fn = bar0_io, .opaque = n};
+    msix_cap_build(&n->msix, d->cfg, d->wmask, MSIX_CAP_OFF, 0, 0, BAR0_MSIX_TABLE, BAR0_MSIX_PBA);
+    n->pdev.bar[0] =
+        (struct pci_bar){.kind = PCI_BAR_MEM64, .size = NVME_BAR0_SIZE, .fn = bar0_io, .opaque = n};
     n->pdev.cfg_written = cfg_written;
     n->pdev.opaque = n;
 }
@@ -189,8 +188,8 @@ static void watch_completion_fds(struct nvme_pci *n)
 
 static int ioeventfd(struct nvme_pci *n, uint64_t addr, bool assign)
 {
-    struct kvm_ioeventfd io = {.addr = addr, .len = 4, .fd = n->db_efd,
-                               .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN};
+    struct kvm_ioeventfd io = {
+        .addr = addr, .len = 4, .fd = n->db_efd, .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN};
     return ioctl(n->vm->vm_fd, KVM_IOEVENTFD, &io);
 }
 

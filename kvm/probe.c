@@ -74,7 +74,7 @@ static double run_loop(struct probe_vm *p, uint32_t n, char *err, size_t errlen)
     double t1 = now_ns();
     if (p->run->exit_reason != KVM_EXIT_IO || p->run->io.port != 0x10) {
         return err_set(err, errlen, "probe guest stopped unexpectedly (KVM exit %u)",
-                 p->run->exit_reason);
+                       p->run->exit_reason);
     }
     return t1 - t0;
 fail:

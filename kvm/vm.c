@@ -58,16 +58,19 @@ static int ram_slots(const struct vm *vm, struct ram_slot s[RAM_SLOTS])
     s[0] = (struct ram_slot){.gpa = 0, .size = vm->mem.low_size, .offset = 0};
     if (!vm->mem.high_size)
         return 1;
-    s[1] = (struct ram_slot){.gpa = GUEST_4G, .size = vm->mem.high_size,
-                             .offset = vm->mem.low_size};
+    s[1] =
+        (struct ram_slot){.gpa = GUEST_4G, .size = vm->mem.high_size, .offset = vm->mem.low_size};
     return 2;
 }
 
 static int set_slot(struct vm *vm, uint32_t slot, const struct ram_slot *rs, uint32_t flags)
 {
-    struct kvm_userspace_memory_region r = {
-        .slot = slot, .flags = flags, .guest_phys_addr = rs->gpa, .memory_size = rs->size,
-        .userspace_addr = (uint64_t)(uintptr_t)(vm->mem.host + rs->offset)};
+    struct kvm_userspace_memory_region r = {.slot = slot,
+                                            .flags = flags,
+                                            .guest_phys_addr = rs->gpa,
+                                            .memory_size = rs->size,
+                                            .userspace_addr =
+                                                (uint64_t)(uintptr_t)(vm->mem.host + rs->offset)};
     return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
 }
 
@@ -146,8 +149,8 @@ static void create_ram(struct vm *vm)
             die_errno("guest RAM (%llu MiB)", (unsigned long long)(size >> 20));
         host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, vm->memfd, 0);
     } else {
-        host = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                    -1, 0);
     }
     if (host == MAP_FAILED)
         die_errno("mmap guest RAM (%llu MiB)", (unsigned long long)(size >> 20));
@@ -226,9 +229,9 @@ static void create_devices(struct vm *vm)
     vm->mmio = bus_new("mmio");
     if (!vm->pio || !vm->mmio)
         die("out of memory creating the buses");
-    vm->pci = vm_add_device(vm, &pci_bus_device,
-                            pci_bus_new(vm->pio, vm->mmio, LAYOUT_PCI_MMIO,
-                                        LAYOUT_PCI_MMIO_END - LAYOUT_PCI_MMIO));
+    vm->pci = vm_add_device(
+        vm, &pci_bus_device,
+        pci_bus_new(vm->pio, vm->mmio, LAYOUT_PCI_MMIO, LAYOUT_PCI_MMIO_END - LAYOUT_PCI_MMIO));
     vm->uart = vm_add_device(vm, &uart_device, uart_new(vm->cfg.console_out_fd, uart_irq, vm));
     vm_add_device(vm, &i8042_device, i8042_new(guest_reset, vm));
     vm_add_device(vm, &debug_exit_device, debug_exit_new(guest_exit, vm));

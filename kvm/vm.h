@@ -68,12 +68,12 @@ struct vm {
     /* In creation order, which is the order of save, load, start, quiesce and post-load. */
     struct vm_device devs[VM_MAX_DEVICES];
     int ndevs;
-    struct nvme_pci *nvme;        /* NULL without disks */
+    struct nvme_pci *nvme;         /* NULL without disks */
     struct nvme_ctrl_config disks; /* the namespaces (nr_ns 0: none); their blk_devs are ours */
 
     enum boot_kind boot;
-    uint64_t entry;     /* first instruction */
-    uint64_t boot_arg;  /* rsi (zero page) or ebx (multiboot info) */
+    uint64_t entry;    /* first instruction */
+    uint64_t boot_arg; /* rsi (zero page) or ebx (multiboot info) */
 
     int ncpus;
     struct vcpu *vcpus[VM_MAX_CPUS];

@@ -39,8 +39,8 @@ int vm_unquiesce(struct vm *vm, char *err, size_t errlen)
     return 0;
 }
 
-static int emit_buf(vm_emit_fn emit, void *opaque, uint32_t id, uint16_t version,
-                    struct mig_buf *b, char *err, size_t errlen)
+static int emit_buf(vm_emit_fn emit, void *opaque, uint32_t id, uint16_t version, struct mig_buf *b,
+                    char *err, size_t errlen)
 {
     if (b->oom)
         return err_set(err, errlen, "out of memory saving section 0x%x", id);
@@ -76,8 +76,8 @@ out:
     return r;
 }
 
-static int check_version(uint32_t id, const char *what, uint16_t version, uint16_t want,
-                         char *err, size_t errlen)
+static int check_version(uint32_t id, const char *what, uint16_t version, uint16_t want, char *err,
+                         size_t errlen)
 {
     if (version == want)
         return 0;

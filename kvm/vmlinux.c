@@ -118,8 +118,8 @@ static void store_cached(const char *dir, const char *path, const struct vmlinux
         unlink(tmp);
 }
 
-static int xz_decompress(const uint8_t *in, size_t inlen, uint8_t *out, size_t outlen,
-                         char *err, size_t errlen)
+static int xz_decompress(const uint8_t *in, size_t inlen, uint8_t *out, size_t outlen, char *err,
+                         size_t errlen)
 {
     lzma_stream s = LZMA_STREAM_INIT;
     if (lzma_stream_decoder(&s, UINT64_MAX, 0) != LZMA_OK) {

@@ -104,7 +104,7 @@ static int parse_record(struct mig_cursor *c, uint32_t magic, unsigned id, struc
         return err_set(err, errlen, "%s state: bad magic 0x%08x", what, m);
     if (ver != STATE_VER)
         return err_set(err, errlen, "%s state: version %u, this nvmevm reads %u", what, ver,
-                      STATE_VER);
+                       STATE_VER);
     if (rid != id)
         return err_set(err, errlen, "%s state: record is for index %u, not %u", what, rid, id);
     for (;;) {
@@ -123,7 +123,7 @@ static int parse_record(struct mig_cursor *c, uint32_t magic, unsigned id, struc
             return err_set(err, errlen, "%s state: item %u appears twice", what, tag);
         if (len > c->len - c->pos)
             return err_set(err, errlen, "%s state: item %u claims %u bytes, %zu remain", what, tag,
-                          len, c->len - c->pos);
+                           len, c->len - c->pos);
         it[tag].p = c->data + c->pos;
         it[tag].len = len;
         c->pos += len;
@@ -289,7 +289,7 @@ static int msrs_xfer(struct vcpu *v, unsigned long req, struct kvm_msr_entry *en
             if (msr_is_essential(bad)) {
                 free(s);
                 return err_set(err, errlen, "vCPU %d: %s: this host's KVM refuses MSR 0x%x", v->id,
-                              name, bad);
+                               name, bad);
             }
             debug_msg("vCPU %d: %s: MSR 0x%x skipped", v->id, name, bad);
             ok[i] = false;
@@ -602,13 +602,13 @@ static int decode_vcpu(struct vcpu *v, struct item *it, struct vcpu_state *s, ch
     if (c->len < 4 || le32_get(c->p) > MAX_CPUID ||
         c->len != 4 + le32_get(c->p) * sizeof(struct kvm_cpuid_entry2))
         return err_set(err, errlen, "CPUID: %u bytes do not hold the %u entries it claims", c->len,
-                      c->len >= 4 ? le32_get(c->p) : 0);
+                       c->len >= 4 ? le32_get(c->p) : 0);
     const struct item *m = &it[T_MSRS];
     if (!m->p)
         return err_set(err, errlen, "vCPU state: MSRs missing");
     if (m->len < 4 || le32_get(m->p) > MAX_MSRS || m->len != 4 + le32_get(m->p) * MSR_RECSIZE)
         return err_set(err, errlen, "MSRs: %u bytes do not hold the %u MSRs they claim", m->len,
-                      m->len >= 4 ? le32_get(m->p) : 0);
+                       m->len >= 4 ? le32_get(m->p) : 0);
     (void)v;
     return 0;
 }
@@ -641,9 +641,9 @@ static int check_tsc_khz(struct vcpu *v, uint32_t want, char *err, size_t errlen
         ioctl(v->fd, KVM_SET_TSC_KHZ, (unsigned long)want) == 0)
         return 0;
     return err_set(err, errlen,
-                  "vCPU %d: guest TSC runs at %u kHz, this host at %d kHz and its "
-                  "KVM cannot scale it",
-                  v->id, want, have);
+                   "vCPU %d: guest TSC runs at %u kHz, this host at %d kHz and its "
+                   "KVM cannot scale it",
+                   v->id, want, have);
 }
 
 static int load_sregs(struct vcpu *v, struct vcpu_state *s, char *err, size_t errlen)
@@ -657,7 +657,7 @@ static int load_sregs(struct vcpu *v, struct vcpu_state *s, char *err, size_t er
     bool pae_legacy = (s2->cr0 & (1u << 31)) && (s2->cr4 & (1u << 5)) && !(s2->efer & (1u << 10));
     if ((s2->flags & KVM_SREGS2_FLAGS_PDPTRS_VALID) && pae_legacy)
         return err_set(err, errlen, "vCPU %d: guest uses PAE paging and this KVM lacks SREGS2",
-                      v->id);
+                       v->id);
     struct kvm_sregs r = {.cs = s2->cs,
                           .ds = s2->ds,
                           .es = s2->es,
@@ -689,9 +689,9 @@ static int load_xsave(struct vcpu *v, const struct item *it, char *err, size_t e
         for (size_t i = room; i < it->len; i++)
             if (it->p[i])
                 return err_set(err, errlen,
-                              "vCPU %d: XSAVE state of %u bytes, this host "
-                              "takes %zu",
-                              v->id, it->len, room);
+                               "vCPU %d: XSAVE state of %u bytes, this host "
+                               "takes %zu",
+                               v->id, it->len, room);
     }
     struct kvm_xsave *x = calloc(1, room);
     if (!x)

@@ -101,8 +101,8 @@ int migrate_incoming(struct vm *vm, int lfd, const char *uri, char *err, size_t 
     for (int i = 0; i < vm->disks.nr_ns; i++) {
         int r = blk_lock(vm->disks.ns[i].blk);
         if (r < 0) {
-            err_set(err, errlen, "%s: cannot take the disk lock: %s",
-                     vm->disks.ns[i].blk->path, strerror(-r));
+            err_set(err, errlen, "%s: cannot take the disk lock: %s", vm->disks.ns[i].blk->path,
+                    strerror(-r));
             for (int j = 0; j < i; j++)
                 blk_unlock(vm->disks.ns[j].blk);
             send_err(fd, err);

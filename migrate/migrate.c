@@ -137,13 +137,14 @@ static int send_config(struct vm *vm, struct mig_stream *s)
     struct mig_buf b;
     mig_buf_init(&b);
     proto_config_put(vm, &b);
-    int r = b.oom ? -ENOMEM : mig_write_section(s, MIG_SEC_CONFIG, PROTO_CONFIG_VERSION, b.data, b.len);
+    int r =
+        b.oom ? -ENOMEM : mig_write_section(s, MIG_SEC_CONFIG, PROTO_CONFIG_VERSION, b.data, b.len);
     mig_buf_free(&b);
     return r ? r : mig_flush(s);
 }
 
-static int emit_section(void *opaque, uint32_t id, uint16_t version, const void *data,
-                        size_t len, char *err, size_t errlen)
+static int emit_section(void *opaque, uint32_t id, uint16_t version, const void *data, size_t len,
+                        char *err, size_t errlen)
 {
     int r = mig_write_section(opaque, id, version, data, len);
     if (r < 0)
@@ -159,8 +160,7 @@ static int switchover(struct migration *m, struct mig_stream *s, uint64_t *bm, d
     char err[200], reply[256];
     *paused_at = now_ms();
     vm_quiesce(vm);
-    debug_msg("switchover: vCPUs paused and storage drained after %.1f ms",
-              now_ms() - *paused_at);
+    debug_msg("switchover: vCPUs paused and storage drained after %.1f ms", now_ms() - *paused_at);
     ram_dirty_sync(vm, bm);
     struct ram_send_stats st = {0};
     int r = ram_send(vm, s, bm, false, 0, &st);
@@ -270,9 +270,8 @@ static void *migration_thread(void *arg)
         if (m->pass > 0 && m->expected_downtime_ms <= m->p.downtime_ms)
             goto switch_over;
         if (m->p.auto_converge && m->dirty_rate > m->bandwidth / 2 && ++fast_dirtying >= 2)
-            m->throttle_pct = m->throttle_pct ? (m->throttle_pct + 10 > 99 ? 99
-                                                                            : m->throttle_pct + 10)
-                                              : 20;
+            m->throttle_pct =
+                m->throttle_pct ? (m->throttle_pct + 10 > 99 ? 99 : m->throttle_pct + 10) : 20;
         if (m->p.timeout_s && now_ms() - t0 > m->p.timeout_s * 1e3) {
             if (m->p.force_on_timeout)
                 goto switch_over;
@@ -313,8 +312,7 @@ done:
     return NULL;
 }
 
-struct migration *migrate_start(struct vm *vm, const struct mig_params *p, char *err,
-                                size_t errlen)
+struct migration *migrate_start(struct vm *vm, const struct mig_params *p, char *err, size_t errlen)
 {
     struct migration *m = calloc(1, sizeof(*m));
     if (!m) {

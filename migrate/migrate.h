@@ -18,7 +18,7 @@ struct mig_params {
     uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
     unsigned timeout_s;     /* give up (cancel) or force the switchover after this */
     bool force_on_timeout;
-    bool auto_converge;     /* throttle vCPUs when the guest dirties faster than we send */
+    bool auto_converge; /* throttle vCPUs when the guest dirties faster than we send */
 };
 
 enum mig_state { MIG_NONE, MIG_ACTIVE, MIG_COMPLETED, MIG_FAILED, MIG_CANCELLED };
@@ -48,7 +48,7 @@ const char *migrate_state_name(enum mig_state s);
 /* Cancels if still running, joins the migration thread and frees m (NULL: nothing). */
 void migrate_free(struct migration *m);
 
-/* Destination: accepts one connection on lfd (listening on uri: tcp_listen_uri), receives and loads everything into vm (created with the
- * same --mem/--cpus/disks, vCPUs not started), takes the disk locks and returns 0 when the
- * guest may run; -1 with a reason otherwise. Closes lfd. */
+/* Destination: accepts one connection on lfd (listening on uri: tcp_listen_uri), receives and loads
+ * everything into vm (created with the same --mem/--cpus/disks, vCPUs not started), takes the disk
+ * locks and returns 0 when the guest may run; -1 with a reason otherwise. Closes lfd. */
 int migrate_incoming(struct vm *vm, int lfd, const char *uri, char *err, size_t errlen);

@@ -37,7 +37,7 @@ int proto_config_check(const struct vm *vm, uint16_t ver, struct mig_cursor *c, 
     }
     if (mem != vm->mem.size) {
         return err_set(err, errlen, "guest RAM is %llu MiB in the stream, %llu MiB here (--mem)",
-                 (unsigned long long)(mem >> 20), (unsigned long long)(vm->mem.size >> 20));
+                       (unsigned long long)(mem >> 20), (unsigned long long)(vm->mem.size >> 20));
     }
     if (cpus != (uint32_t)vm->ncpus) {
         return err_set(err, errlen, "%u vCPUs in the stream, %d here (--cpus)", cpus, vm->ncpus);
@@ -55,11 +55,11 @@ int proto_config_check(const struct vm *vm, uint16_t ver, struct mig_cursor *c, 
         }
         if (size != ns->blk->size || shift != ns->lba_shift || ro != ns->blk->read_only) {
             err_set(err, errlen,
-                     "disk %u differs: %llu bytes, %u-byte LBAs%s in the stream; %s here is "
-                     "%llu bytes, %u-byte LBAs%s",
-                     i + 1, (unsigned long long)size, 1u << (shift & 31), ro ? ", ro" : "",
-                     ns->blk->path, (unsigned long long)ns->blk->size, 1u << ns->lba_shift,
-                     ns->blk->read_only ? ", ro" : "");
+                    "disk %u differs: %llu bytes, %u-byte LBAs%s in the stream; %s here is "
+                    "%llu bytes, %u-byte LBAs%s",
+                    i + 1, (unsigned long long)size, 1u << (shift & 31), ro ? ", ro" : "",
+                    ns->blk->path, (unsigned long long)ns->blk->size, 1u << ns->lba_shift,
+                    ns->blk->read_only ? ", ro" : "");
             return -1;
         }
     }

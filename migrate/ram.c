@@ -10,8 +10,8 @@
 #include "migrate/stream.h"
 #include "util/err.h"
 
-#define PAGE           GUEST_PAGE_SIZE
-#define PAGES_PER_SEC  256 /* one RAM section carries up to 1 MiB of page data */
+#define PAGE          GUEST_PAGE_SIZE
+#define PAGES_PER_SEC 256 /* one RAM section carries up to 1 MiB of page data */
 
 uint64_t ram_pages(const struct vm *vm)
 {
@@ -53,8 +53,8 @@ static bool page_is_zero(const uint8_t *p)
     return true;
 }
 
-int ram_send(struct vm *vm, struct mig_stream *s, uint64_t *bm, bool first_pass,
-             uint64_t max_pages, struct ram_send_stats *st)
+int ram_send(struct vm *vm, struct mig_stream *s, uint64_t *bm, bool first_pass, uint64_t max_pages,
+             struct ram_send_stats *st)
 {
     uint64_t pages = ram_pages(vm), done = 0;
     struct mig_buf b;
@@ -78,7 +78,8 @@ int ram_send(struct vm *vm, struct mig_stream *s, uint64_t *bm, bool first_pass,
                 st->pages++;
             }
             if (++in_batch == PAGES_PER_SEC) {
-                ret = b.oom ? -ENOMEM : mig_write_section(s, MIG_SEC_RAM, RAM_SECTION_VERSION, b.data, b.len);
+                ret = b.oom ? -ENOMEM
+                            : mig_write_section(s, MIG_SEC_RAM, RAM_SECTION_VERSION, b.data, b.len);
                 b.len = 0;
                 in_batch = 0;
             }
@@ -88,7 +89,8 @@ int ram_send(struct vm *vm, struct mig_stream *s, uint64_t *bm, bool first_pass,
     }
 out:
     if (!ret && in_batch)
-        ret = b.oom ? -ENOMEM : mig_write_section(s, MIG_SEC_RAM, RAM_SECTION_VERSION, b.data, b.len);
+        ret =
+            b.oom ? -ENOMEM : mig_write_section(s, MIG_SEC_RAM, RAM_SECTION_VERSION, b.data, b.len);
     mig_buf_free(&b);
     return ret;
 }
@@ -102,13 +104,14 @@ int ram_receive(struct vm *vm, const uint8_t *payload, size_t len, char *err, si
         uint64_t off = rec & ~(PAGE - 1);
         if (c.bad || (rec & (PAGE - 1) & ~RAM_REC_ZERO) || off >= vm->mem.size) {
             return err_set(err, errlen, "RAM: bad page record 0x%llx (RAM is %llu MiB)",
-                     (unsigned long long)rec, (unsigned long long)(vm->mem.size >> 20));
+                           (unsigned long long)rec, (unsigned long long)(vm->mem.size >> 20));
         }
         uint8_t *dst = vm->mem.host + off;
         if (rec & RAM_REC_ZERO) {
             memset(dst, 0, PAGE);
         } else if (!mig_get_bytes(&c, dst, PAGE)) {
-            return err_set(err, errlen, "RAM: truncated page at offset 0x%llx", (unsigned long long)off);
+            return err_set(err, errlen, "RAM: truncated page at offset 0x%llx",
+                           (unsigned long long)off);
         }
     }
     return 0;

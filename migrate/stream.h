@@ -12,10 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MIG_MAGIC          "NVMEVMIG"
-#define MIG_VERSION        1
-#define MIG_SECTION_HDR    24
-#define MIG_MAX_SECTION    (64u << 20) /* no section payload is larger */
+#define MIG_MAGIC       "NVMEVMIG"
+#define MIG_VERSION     1
+#define MIG_SECTION_HDR 24
+#define MIG_MAX_SECTION (64u << 20) /* no section payload is larger */
 
 /* The stream's own sections. The VM's state travels in sections its owners name: the VM
  * (VM_SECTION_KVM, VM_SECTION_VCPU + i in kvm/vm.h) and each device (its *_SECTION,

@@ -13,8 +13,8 @@
 #include "util/err.h"
 
 /* Splits "tcp:HOST:PORT" (HOST may be [v6addr] or empty for "any"). */
-static int parse(const char *uri, char *host, size_t hostlen, char *port, size_t portlen,
-                 char *err, size_t errlen)
+static int parse(const char *uri, char *host, size_t hostlen, char *port, size_t portlen, char *err,
+                 size_t errlen)
 {
     if (strncmp(uri, "tcp:", 4) != 0) {
         return err_set(err, errlen, "%s: expected tcp:HOST:PORT", uri);
@@ -37,8 +37,7 @@ static int parse(const char *uri, char *host, size_t hostlen, char *port, size_t
     return 0;
 }
 
-static int resolve(const char *uri, bool passive, struct addrinfo **res, char *err,
-                   size_t errlen)
+static int resolve(const char *uri, bool passive, struct addrinfo **res, char *err, size_t errlen)
 {
     char host[256], port[32];
     if (parse(uri, host, sizeof(host), port, sizeof(port), err, errlen) < 0)
@@ -84,7 +83,9 @@ static int open_first(const char *uri, bool passive, char *err, size_t errlen)
     freeaddrinfo(res);
     if (fd < 0)
         err_set(err, errlen, "%s: %s", uri,
-                 strerror(saved ? saved : passive ? EADDRNOTAVAIL : ECONNREFUSED));
+                strerror(saved     ? saved
+                         : passive ? EADDRNOTAVAIL
+                                   : ECONNREFUSED));
     return fd;
 }
 
