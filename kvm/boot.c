@@ -140,6 +140,8 @@ static void copy_to_guest(struct vm *vm, uint64_t gpa, const void *src, uint64_t
 
 static void zero_guest(struct vm *vm, uint64_t gpa, uint64_t len, const char *what)
 {
+    if (len == 0)
+        return;
     void *dst = gpa_ptr(&vm->mem, gpa, len);
     if (!dst)
         die("%s does not fit in guest RAM", what);
