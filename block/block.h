@@ -63,23 +63,22 @@ struct blk_backend_ops {
 struct blk_dev {
     const struct blk_backend_ops *ops;
     char *path;
-    uint64_t size;        /* bytes */
+    uint64_t size;          /* bytes */
     uint32_t logical_block; /* 512 or 4096: the smallest O_DIRECT unit */
     bool read_only;
     enum blk_cache cache;
-    int fd;               /* buffered fd (-1 for memory backends) */
-    int direct_fd;        /* O_DIRECT fd, or -1 */
-    void *priv;           /* backend data */
+    int fd;        /* buffered fd (-1 for memory backends) */
+    int direct_fd; /* O_DIRECT fd, or -1 */
+    void *priv;    /* backend data */
 };
 
 /* Opens a file or block device with the io_uring backend. On failure returns NULL and
  * writes a one-line reason ("disk.img: No such file or directory") into err. */
-struct blk_dev *blk_open(const char *path, const struct blk_open_opts *o, char *err,
-                         size_t errlen);
+struct blk_dev *blk_open(const char *path, const struct blk_open_opts *o, char *err, size_t errlen);
 /* A RAM-backed device for tests: completions are held until blk_mem_release(). */
 struct blk_dev *blk_mem_new(uint64_t size);
-void blk_mem_hold(struct blk_dev *d, bool hold);     /* hold completions (in-flight I/O) */
-void blk_mem_release(struct blk_dev *d);             /* let held completions be reaped */
+void blk_mem_hold(struct blk_dev *d, bool hold); /* hold completions (in-flight I/O) */
+void blk_mem_release(struct blk_dev *d);         /* let held completions be reaped */
 uint8_t *blk_mem_data(struct blk_dev *d);
 void blk_close(struct blk_dev *d);
 

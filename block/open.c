@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "block/block.h"
+#include "util/err.h"
 
 /* The O_DIRECT unit when the kernel cannot tell us (no STATX_DIOALIGN): 4096 is safe on
  * every device with 512- or 4096-byte sectors; smaller requests just go buffered. */
@@ -78,7 +79,7 @@ static struct blk_dev *fail(struct blk_dev *d, char *err, size_t errlen, const c
                             const char *why)
 {
     if (err && errlen)
-        snprintf(err, errlen, "%s: %s", path, why);
+        err_set(err, errlen, "%s: %s", path, why);
     blk_close(d);
     return NULL;
 }

@@ -21,7 +21,7 @@
 #define NVME_MAX_IO_QUEUES  64
 #define NVME_MAX_QUEUES     (NVME_MAX_IO_QUEUES + 1) /* + admin */
 #define NVME_MAX_NAMESPACES 16
-#define NVME_NR_VECTORS     (NVME_MAX_QUEUES)        /* MSI-X table entries */
+#define NVME_NR_VECTORS     (NVME_MAX_QUEUES) /* MSI-X table entries */
 #define NVME_DOORBELL_BASE  0x1000
 
 struct nvme_ctrl;
@@ -41,8 +41,8 @@ struct nvme_ns_config {
 };
 
 struct nvme_ctrl_config {
-    const char *serial; /* up to 20 chars */
-    const char *model;  /* up to 40 chars */
+    const char *serial;    /* up to 20 chars */
+    const char *model;     /* up to 40 chars */
     unsigned nr_io_queues; /* 1..NVME_MAX_IO_QUEUES */
     unsigned mqes;         /* max queue entries - 1 (CAP.MQES), >= 1023 */
     unsigned mdts;         /* max transfer = 2^mdts * 4 KiB */
@@ -85,7 +85,7 @@ void nvme_ctrl_drain(struct nvme_ctrl *c);
  * interrupt delayed by coalescing; UINT64_MAX if none. The I/O thread sleeps until then. */
 uint64_t nvme_ctrl_next_deadline_ms(struct nvme_ctrl *c);
 
-/* ---- Live migration (emu/nvme_migrate.c; byte buffers from migrate/buf.h) ---- */
+/* ---- Live migration (emu/nvme_migrate.c; byte buffers from util/buf.h) ---- */
 struct mig_buf;
 struct mig_cursor;
 /* Appends the controller's state. Order on the source: stop vCPUs, nvme_ctrl_drain(),

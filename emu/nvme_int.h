@@ -160,7 +160,7 @@ struct nvme_ns {
 };
 
 struct nvme_smart {
-    uint64_t data_units_read;    /* thousands of 512-byte units, rounded up (spec) */
+    uint64_t data_units_read; /* thousands of 512-byte units, rounded up (spec) */
     uint64_t data_units_written;
     uint64_t host_reads;
     uint64_t host_writes;
@@ -180,12 +180,12 @@ struct nvme_features {
     uint32_t power_mgmt;
     uint16_t temp_thresh[9][2]; /* [sensor][0 over, 1 under] */
     uint32_t err_rec;
-    bool vwc;          /* volatile write cache enabled */
-    uint32_t num_queues; /* NCQR << 16 | NSQR as granted */
-    uint32_t int_coalescing; /* TIME << 8 | THR */
+    bool vwc;                            /* volatile write cache enabled */
+    uint32_t num_queues;                 /* NCQR << 16 | NSQR as granted */
+    uint32_t int_coalescing;             /* TIME << 8 | THR */
     uint32_t iv_config[NVME_NR_VECTORS]; /* per-vector CD (coalescing disable) */
     uint32_t async_event_config;
-    uint64_t timestamp_ms;  /* host-set value ... */
+    uint64_t timestamp_ms;        /* host-set value ... */
     uint64_t timestamp_set_at_ms; /* ... at this monotonic time */
     uint8_t host_behavior[512];
     uint32_t keep_alive_ms;
@@ -228,7 +228,7 @@ struct nvme_ctrl {
     unsigned aer_outstanding;
     uint32_t aen_queue[NVME_MAX_AEN_QUEUED]; /* CQE DW0 values */
     unsigned aen_count;
-    uint32_t aen_masked; /* event types reported but not yet cleared by reading the log */
+    uint32_t aen_masked;       /* event types reported but not yet cleared by reading the log */
     uint32_t changed_ns[1024]; /* Changed Namespace List log */
     unsigned changed_ns_count;
 
@@ -240,7 +240,7 @@ struct nvme_ctrl {
     uint8_t selftest_log[564];
 
     uint64_t created_at_ms; /* power-on time base */
-    bool polling; /* the host's I/O thread is spinning: ask for no doorbells */
+    bool polling;           /* the host's I/O thread is spinning: ask for no doorbells */
 
     /* CC.EN 1->0 with storage requests in flight: the reset finishes (RDY=0) in
      * nvme_ctrl_process() once they have all come back, so no pool is freed under them. */
@@ -274,8 +274,8 @@ void nvme_req_complete(struct nvme_ctrl *c, struct nvme_req *r);
 void nvme_req_clear(struct nvme_req *r);
 /* Posts parked completions into freed CQ space. */
 bool nvme_cq_post_parked(struct nvme_ctrl *c, struct nvme_cq *cq);
-int nvme_sq_create(struct nvme_ctrl *c, uint16_t qid, uint64_t base, uint32_t size,
-                   uint16_t cqid, uint8_t prio);
+int nvme_sq_create(struct nvme_ctrl *c, uint16_t qid, uint64_t base, uint32_t size, uint16_t cqid,
+                   uint8_t prio);
 int nvme_cq_create(struct nvme_ctrl *c, uint16_t qid, uint64_t base, uint32_t size, bool ien,
                    uint16_t vector);
 void nvme_sq_delete(struct nvme_ctrl *c, uint16_t qid);
@@ -299,8 +299,7 @@ void nvme_smart_account(struct nvme_ctrl *c, bool write, uint64_t bytes);
  * Returns NVME_OK or a status (Data Transfer Error, Invalid Field, SGL errors...). */
 uint16_t nvme_dptr_map(struct nvme_ctrl *c, struct nvme_req *r, uint64_t len, bool to_guest);
 /* Copies a controller buffer to/from the mapped data pointer (maps it first). */
-uint16_t nvme_dptr_to_guest(struct nvme_ctrl *c, struct nvme_req *r, const void *buf,
-                            uint64_t len);
+uint16_t nvme_dptr_to_guest(struct nvme_ctrl *c, struct nvme_req *r, const void *buf, uint64_t len);
 uint16_t nvme_dptr_from_guest(struct nvme_ctrl *c, struct nvme_req *r, void *buf, uint64_t len);
 /* Marks r's mapped guest pages dirty (after storage wrote into them). */
 void nvme_dptr_mark_dirty(struct nvme_ctrl *c, const struct nvme_req *r);

@@ -6,7 +6,7 @@
  * the controller's state. nvme_ctrl_post_load() re-drives interrupts and wakes the I/O
  * thread once the rest of the machine (PCI config, MSI-X table) has been restored.
  *
- * Stream (little-endian, through migrate/buf.h), version NVME_MIG_VERSION:
+ * Stream (little-endian, through util/buf.h), version NVME_MIG_VERSION:
  *   u16 version, u8 quiesced
  *   registers: cap u64, vs, intms, cc, csts, aqa u32, asq, acq u64, msix u8,
  *              io_queues_created u8, shutdown_pending u8
@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "emu/nvme_migrate_int.h"
+#include "util/err.h"
 #include "util/log.h"
 
 /* ---- save ---- */
@@ -406,17 +407,16 @@ int nvme_ctrl_load(struct nvme_ctrl *c, struct mig_cursor *cur, char *err, size_
 {
     struct img *im = calloc(1, sizeof(*im));
     if (!im)
-        return nvme_mig_fail(err, errlen, "nvme: out of memory loading the state");
+        return err_set(err, errlen, "nvme: out of memory loading the state");
     pthread_mutex_lock(&c->lock);
     int rc = -1;
     struct fresh fr;
     if (dest_busy(c))
-        nvme_mig_fail(err, errlen,
-                      "nvme: the destination controller is busy (requests in storage)");
+        err_set(err, errlen, "nvme: the destination controller is busy (requests in storage)");
     else if (nvme_mig_decode(cur, im, err, errlen) == 0 &&
              nvme_mig_check(c, im, err, errlen) == 0) {
         if (!fresh_alloc(im, &fr)) {
-            nvme_mig_fail(err, errlen, "nvme: out of memory restoring the controller");
+            err_set(err, errlen, "nvme: out of memory restoring the controller");
         } else {
             apply(c, im, &fr);
             rc = 0;

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "emu/nvme_int.h"
-#include "migrate/buf.h"
+#include "util/buf.h"
 
 #define NVME_MIG_VERSION  1
 #define MIG_AEC_SUPPORTED 0x30fu /* nvme_features.c AEC_SUPPORTED */
@@ -82,9 +82,6 @@ _Static_assert(sizeof(((struct nvme_ctrl *)0)->abort_pending) == sizeof(((struct
                "pending aborts");
 
 void nvme_mig_img_free(struct img *im);
-/* Writes "nvme: ..." into err; returns -1. */
-int nvme_mig_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* Decodes the whole stream (version, bounds, truncation, trailing bytes) into im. */
 int nvme_mig_decode(struct mig_cursor *cur, struct img *im, char *err, size_t errlen);
 /* Validates im against controller c (its CAP, guest RAM, configured namespaces). */

@@ -70,15 +70,14 @@ static void check_linux(struct boot_image *img, const struct vm_config *cfg)
     const struct file_map *k = &img->kernel;
     char err[160];
     uint64_t low = low_ram(cfg);
-    img->unpacked = vmlinux_from_bzimage(k->data, k->size, &img->bz, vmlinux_cache_dir(),
-                                         &img->vl, err, sizeof(err)) == 0;
+    img->unpacked = vmlinux_from_bzimage(k->data, k->size, &img->bz, vmlinux_cache_dir(), &img->vl,
+                                         err, sizeof(err)) == 0;
     if (img->unpacked) {
         img->kernel_end = img->vl.end;
     } else {
         debug_msg("%s: booting through the guest's decompressor: %s", k->path, err);
-        img->kernel_end = LAYOUT_KERNEL + (img->bz.init_size > img->bz.pm_size
-                                               ? img->bz.init_size
-                                               : img->bz.pm_size);
+        img->kernel_end = LAYOUT_KERNEL + (img->bz.init_size > img->bz.pm_size ? img->bz.init_size
+                                                                               : img->bz.pm_size);
     }
     if (img->kernel_end > low)
         die("--mem %lluM is too small for %s (it needs %llu MiB)",
@@ -194,8 +193,7 @@ static void load_linux(struct vm *vm, const struct boot_image *img)
         }
         vm->entry = img->vl.entry;
     } else {
-        copy_to_guest(vm, LAYOUT_KERNEL, k->data + img->bz.setup_size, img->bz.pm_size,
-                      "kernel");
+        copy_to_guest(vm, LAYOUT_KERNEL, k->data + img->bz.setup_size, img->bz.pm_size, "kernel");
         vm->entry = LAYOUT_KERNEL + 0x200;
     }
 
@@ -207,8 +205,8 @@ static void load_linux(struct vm *vm, const struct boot_image *img)
     uint64_t initrd_gpa = 0, initrd_size = 0;
     if (img->initrd.data) {
         initrd_size = img->initrd.size;
-        initrd_gpa = initrd_place(initrd_size, img->bz.initrd_addr_max, vm->mem.low_size,
-                                  img->kernel_end);
+        initrd_gpa =
+            initrd_place(initrd_size, img->bz.initrd_addr_max, vm->mem.low_size, img->kernel_end);
         copy_to_guest(vm, initrd_gpa, img->initrd.data, initrd_size, "initrd");
     }
 

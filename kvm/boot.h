@@ -27,8 +27,8 @@ struct boot_image {
     bool multiboot;
     struct mb_image mb;
     struct bzimage_info bz;
-    bool unpacked;     /* vl holds the bzImage's payload as an ELF vmlinux */
-    struct vmlinux vl; /* when unpacked */
+    bool unpacked;       /* vl holds the bzImage's payload as an ELF vmlinux */
+    struct vmlinux vl;   /* when unpacked */
     uint64_t kernel_end; /* Linux: end of the memory the kernel needs */
 };
 

@@ -81,10 +81,10 @@ int cmdline_compose(char *out, size_t outlen, const char *user)
     if (!user)
         user = "";
     /* The i8042 is a stub with no AUX port: these skip seconds of probing for one. */
-    int n = snprintf(out, outlen, "%s%s%s%s", has_param(user, "console=") ? "" : "console=ttyS0 ",
-                     has_param(user, "reboot=") ? "" : "reboot=k ",
-                     has_param(user, "i8042.") ? "" : "i8042.noaux i8042.nomux i8042.dumbkbd ",
-                     user);
+    int n =
+        snprintf(out, outlen, "%s%s%s%s", has_param(user, "console=") ? "" : "console=ttyS0 ",
+                 has_param(user, "reboot=") ? "" : "reboot=k ",
+                 has_param(user, "i8042.") ? "" : "i8042.noaux i8042.nomux i8042.dumbkbd ", user);
     if (n < 0 || (size_t)n >= outlen)
         return -1;
     /* Trim a trailing space left when user is empty. */

@@ -47,8 +47,8 @@ int cpuid_patch(struct kvm_cpuid_entry2 *e, int n, int max, int apic_id, int ncp
     for (int i = 0; i < n; i++) {
         switch (e[i].function) {
         case 1:
-            e[i].ebx = (e[i].ebx & 0x0000ffff) | ((unsigned)ncpus << 16) |
-                       ((unsigned)apic_id << 24);
+            e[i].ebx =
+                (e[i].ebx & 0x0000ffff) | ((unsigned)ncpus << 16) | ((unsigned)apic_id << 24);
             e[i].ecx |= CPUID_1_ECX_HYPERVISOR;
             if (tsc_deadline)
                 e[i].ecx |= CPUID_1_ECX_TSC_DEADLINE;

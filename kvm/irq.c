@@ -48,8 +48,8 @@ void irq_router_init(struct irq_router *r, int vm_fd)
     /* The same table KVM starts with; KVM_SET_GSI_ROUTING replaces it wholesale. */
     for (unsigned gsi = 0; gsi < IOAPIC_PINS; gsi++) {
         if (gsi < ISA_IRQS)
-            add_irqchip(r, gsi, gsi < PIC_MASTER_PINS ? KVM_IRQCHIP_PIC_MASTER
-                                                      : KVM_IRQCHIP_PIC_SLAVE,
+            add_irqchip(r, gsi,
+                        gsi < PIC_MASTER_PINS ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE,
                         gsi % PIC_MASTER_PINS);
         add_irqchip(r, gsi, KVM_IRQCHIP_IOAPIC, gsi);
     }

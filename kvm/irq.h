@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define IRQ_MAX_ROUTES 1024
+#define IRQ_MAX_ROUTES    1024
 #define IRQ_FIRST_MSI_GSI 24 /* 0-23 are the PIC/IOAPIC pins */
 
 struct kvm_irq_routing_entry;

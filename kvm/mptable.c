@@ -55,7 +55,7 @@ struct mp_ioapic {
 } __attribute__((packed));
 
 struct mp_intsrc {
-    uint8_t type; /* 3 = I/O interrupt, 4 = local interrupt */
+    uint8_t type;     /* 3 = I/O interrupt, 4 = local interrupt */
     uint8_t irq_type; /* 0 INT, 1 NMI, 3 ExtINT */
     uint16_t flags;   /* polarity/trigger; 0 = conforms to the bus */
     uint8_t src_bus;
@@ -71,8 +71,8 @@ _Static_assert(sizeof(struct mp_bus) == 8, "MP bus entry is 8 bytes");
 _Static_assert(sizeof(struct mp_ioapic) == 8, "MP IOAPIC entry is 8 bytes");
 _Static_assert(sizeof(struct mp_intsrc) == 8, "MP interrupt entry is 8 bytes");
 
-#define BUS_PCI 0
-#define BUS_ISA 1
+#define BUS_PCI       0
+#define BUS_ISA       1
 #define MP_IRQ_INT    0
 #define MP_IRQ_NMI    1
 #define MP_IRQ_EXTINT 3
@@ -106,9 +106,12 @@ size_t mptable_build(uint8_t *buf, size_t buflen, uint32_t gpa, int ncpus,
     uint8_t ioapic_id = mptable_ioapic_id(ncpus);
 
     for (int i = 0; i < ncpus; i++) {
-        struct mp_cpu c = {.type = 0, .apic_id = (uint8_t)i, .apic_version = 0x14,
+        struct mp_cpu c = {.type = 0,
+                           .apic_id = (uint8_t)i,
+                           .apic_version = 0x14,
                            .flags = (uint8_t)(1 | (i == 0 ? 2 : 0)),
-                           .signature = 0x600, .features = 0x201};
+                           .signature = 0x600,
+                           .features = 0x201};
         memcpy(p, &c, sizeof(c));
         p += sizeof(c);
         entries++;
@@ -119,34 +122,40 @@ size_t mptable_build(uint8_t *buf, size_t buflen, uint32_t gpa, int ncpus,
     memcpy(p + 8, &isa, 8);
     p += 16;
     entries += 2;
-    struct mp_ioapic io = {.type = 2, .id = ioapic_id, .version = 0x11, .flags = 1,
-                           .addr = (uint32_t)LAYOUT_IOAPIC};
+    struct mp_ioapic io = {
+        .type = 2, .id = ioapic_id, .version = 0x11, .flags = 1, .addr = (uint32_t)LAYOUT_IOAPIC};
     memcpy(p, &io, 8);
     p += 8;
     entries++;
     /* KVM's default routing wires ISA IRQ n to IOAPIC pin n (including the PIT on 0). */
     for (int irq = 0; irq < 16; irq++) {
-        struct mp_intsrc s = {.type = 3, .irq_type = MP_IRQ_INT, .src_bus = BUS_ISA,
-                              .src_irq = (uint8_t)irq, .dst_apic = ioapic_id,
+        struct mp_intsrc s = {.type = 3,
+                              .irq_type = MP_IRQ_INT,
+                              .src_bus = BUS_ISA,
+                              .src_irq = (uint8_t)irq,
+                              .dst_apic = ioapic_id,
                               .dst_pin = (uint8_t)irq};
         memcpy(p, &s, 8);
         p += 8;
         entries++;
     }
     for (int i = 0; i < n_pci_irqs; i++) {
-        struct mp_intsrc s = {.type = 3, .irq_type = MP_IRQ_INT, .flags = MP_FLAGS_PCI,
+        struct mp_intsrc s = {.type = 3,
+                              .irq_type = MP_IRQ_INT,
+                              .flags = MP_FLAGS_PCI,
                               .src_bus = BUS_PCI,
                               .src_irq = (uint8_t)((pci_irqs[i].slot << 2) | (pci_irqs[i].pin & 3)),
-                              .dst_apic = ioapic_id, .dst_pin = pci_irqs[i].ioapic_pin};
+                              .dst_apic = ioapic_id,
+                              .dst_pin = pci_irqs[i].ioapic_pin};
         memcpy(p, &s, 8);
         p += 8;
         entries++;
     }
     /* Every local APIC: LINT0 is ExtINT (the 8259), LINT1 is NMI. */
-    struct mp_intsrc lint0 = {.type = 4, .irq_type = MP_IRQ_EXTINT, .src_bus = BUS_ISA,
-                              .dst_apic = 0xff, .dst_pin = 0};
-    struct mp_intsrc lint1 = {.type = 4, .irq_type = MP_IRQ_NMI, .src_bus = BUS_ISA,
-                              .dst_apic = 0xff, .dst_pin = 1};
+    struct mp_intsrc lint0 = {
+        .type = 4, .irq_type = MP_IRQ_EXTINT, .src_bus = BUS_ISA, .dst_apic = 0xff, .dst_pin = 0};
+    struct mp_intsrc lint1 = {
+        .type = 4, .irq_type = MP_IRQ_NMI, .src_bus = BUS_ISA, .dst_apic = 0xff, .dst_pin = 1};
     memcpy(p, &lint0, 8);
     memcpy(p + 8, &lint1, 8);
     p += 16;

@@ -6,12 +6,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MPTABLE_MAX_CPUS 64
+#define MPTABLE_MAX_CPUS    64
 #define MPTABLE_IOAPIC_PINS 24
 
 struct mptable_pci_irq {
-    uint8_t slot;      /* PCI device number on bus 0 */
-    uint8_t pin;       /* 0 = INTA# .. 3 = INTD# */
+    uint8_t slot; /* PCI device number on bus 0 */
+    uint8_t pin;  /* 0 = INTA# .. 3 = INTD# */
     uint8_t ioapic_pin;
 };
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kvm/layout.h"
+#include "util/err.h"
 
 #define MB_FLAG_AOUT_KLUDGE (1u << 16)
 #define MB_SEARCH_LIMIT     8192
@@ -32,25 +33,21 @@ static int parse_kludge(const uint8_t *file, size_t size, size_t hoff, const str
                         struct mb_image *out, char *err, size_t errlen)
 {
     if (h->header_addr < h->load_addr || h->header_addr - h->load_addr > hoff) {
-        snprintf(err, errlen, "bad multiboot header (header_addr below load_addr)");
-        return -1;
+        return err_set(err, errlen, "bad multiboot header (header_addr below load_addr)");
     }
     uint64_t file_off = hoff - (h->header_addr - h->load_addr);
-    uint64_t file_len = h->load_end_addr ? (uint64_t)h->load_end_addr - h->load_addr
-                                         : size - file_off;
+    uint64_t file_len =
+        h->load_end_addr ? (uint64_t)h->load_end_addr - h->load_addr : size - file_off;
     if (h->load_end_addr && h->load_end_addr < h->load_addr) {
-        snprintf(err, errlen, "bad multiboot header (load_end_addr below load_addr)");
-        return -1;
+        return err_set(err, errlen, "bad multiboot header (load_end_addr below load_addr)");
     }
     if (file_off + file_len > size) {
-        snprintf(err, errlen, "truncated multiboot image");
-        return -1;
+        return err_set(err, errlen, "truncated multiboot image");
     }
     uint64_t mem_len = file_len;
     if (h->bss_end_addr) {
         if (h->bss_end_addr < h->load_addr + file_len) {
-            snprintf(err, errlen, "bad multiboot header (bss_end_addr inside the image)");
-            return -1;
+            return err_set(err, errlen, "bad multiboot header (bss_end_addr inside the image)");
         }
         mem_len = (uint64_t)h->bss_end_addr - h->load_addr;
     }
@@ -65,18 +62,15 @@ static int parse_elf32(const uint8_t *file, size_t size, struct mb_image *out, c
 {
     Elf32_Ehdr eh;
     if (size < sizeof(eh) || memcmp(file, ELFMAG, SELFMAG) != 0) {
-        snprintf(err, errlen, "multiboot image is not ELF and has no load addresses");
-        return -1;
+        return err_set(err, errlen, "multiboot image is not ELF and has no load addresses");
     }
     memcpy(&eh, file, sizeof(eh));
     if (eh.e_ident[EI_CLASS] != ELFCLASS32 || eh.e_machine != EM_386) {
-        snprintf(err, errlen, "multiboot ELF must be ELF32 i386 (or use the a.out kludge)");
-        return -1;
+        return err_set(err, errlen, "multiboot ELF must be ELF32 i386 (or use the a.out kludge)");
     }
     if (eh.e_phentsize != sizeof(Elf32_Phdr) ||
         (uint64_t)eh.e_phoff + (uint64_t)eh.e_phnum * sizeof(Elf32_Phdr) > size) {
-        snprintf(err, errlen, "corrupted ELF program headers");
-        return -1;
+        return err_set(err, errlen, "corrupted ELF program headers");
     }
     out->nseg = 0;
     for (unsigned i = 0; i < eh.e_phnum; i++) {
@@ -85,19 +79,16 @@ static int parse_elf32(const uint8_t *file, size_t size, struct mb_image *out, c
         if (ph.p_type != PT_LOAD || ph.p_memsz == 0)
             continue;
         if ((uint64_t)ph.p_offset + ph.p_filesz > size || ph.p_filesz > ph.p_memsz) {
-            snprintf(err, errlen, "corrupted ELF segment %u", i);
-            return -1;
+            return err_set(err, errlen, "corrupted ELF segment %u", i);
         }
         if (out->nseg == MB_MAX_SEGMENTS) {
-            snprintf(err, errlen, "too many ELF segments (max %d)", MB_MAX_SEGMENTS);
-            return -1;
+            return err_set(err, errlen, "too many ELF segments (max %d)", MB_MAX_SEGMENTS);
         }
         out->seg[out->nseg++] =
             (struct mb_segment){ph.p_offset, ph.p_filesz, ph.p_paddr, ph.p_memsz};
     }
     if (out->nseg == 0) {
-        snprintf(err, errlen, "ELF image has nothing to load");
-        return -1;
+        return err_set(err, errlen, "ELF image has nothing to load");
     }
     out->entry = eh.e_entry;
     return 1;

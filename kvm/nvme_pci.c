@@ -13,10 +13,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hw/msix.h"
+#include "hw/pci.h"
 #include "kvm/irq.h"
-#include "kvm/msix.h"
-#include "kvm/pci.h"
 #include "kvm/vm.h"
+#include "util/buf.h"
+#include "util/err.h"
+#include "util/le.h"
 #include "util/log.h"
 
 /* BAR0: registers and doorbells (the model), then the MSI-X table and PBA. */
@@ -26,7 +29,6 @@
 #define NVMEVM_VENDOR   0x1b36 /* Red Hat's range for virtual devices; device id our own */
 #define NVMEVM_DEVICE   0x00f0
 #define CLASS_NVME      0x010802
-#define PCI_STATUS_CAPS 0x10
 
 struct nvme_pci {
     struct vm *vm;
@@ -82,9 +84,7 @@ static void host_msix_notify(void *opaque, uint16_t vector)
 static void host_intx_set(void *opaque, int level)
 {
     struct nvme_pci *n = opaque;
-    uint16_t cmd;
-    memcpy(&cmd, n->pdev.cfg + 0x04, 2);
-    if (cmd & 0x400) /* INTx disabled by the guest */
+    if (pci_cfg_get16(&n->pdev, PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE)
         level = 0;
     irq_line(&n->vm->irq, n->intx_gsi, level);
 }
@@ -141,21 +141,15 @@ static void cfg_written(struct pci_dev *d, uint32_t off, uint32_t len)
 
 static void build_config_space(struct nvme_pci *n)
 {
-    uint8_t *cfg = n->pdev.cfg;
-    uint16_t vendor = NVMEVM_VENDOR, device = NVMEVM_DEVICE, status = PCI_STATUS_CAPS;
-    uint32_t class_rev = (uint32_t)CLASS_NVME << 8 | 0x01;
-    memcpy(cfg + 0x00, &vendor, 2);
-    memcpy(cfg + 0x02, &device, 2);
-    memcpy(cfg + 0x06, &status, 2);
-    memcpy(cfg + 0x08, &class_rev, 4);
-    memcpy(cfg + 0x2c, &vendor, 2); /* subsystem vendor / id */
-    memcpy(cfg + 0x2e, &device, 2);
-    cfg[0x34] = MSIX_CAP_OFF;
-    cfg[0x3d] = 1; /* INTA# */
-    msix_cap_build(&n->msix, cfg, n->pdev.wmask, MSIX_CAP_OFF, 0, 0, BAR0_MSIX_TABLE,
-                   BAR0_MSIX_PBA);
-    n->pdev.bar[0] = (struct pci_bar){.kind = PCI_BAR_MEM64, .size = NVME_BAR0_SIZE,
-                                      .fn = bar0_io, .opaque = n};
+    struct pci_dev *d = &n->pdev;
+    pci_set_ids(d, NVMEVM_VENDOR, NVMEVM_DEVICE);
+    pci_set_class(d, CLASS_NVME, 0x01);
+    pci_cfg_set16(d, PCI_STATUS, PCI_STATUS_CAP_LIST);
+    pci_cfg_set8(d, PCI_CAPABILITY_LIST, MSIX_CAP_OFF);
+    pci_cfg_set8(d, PCI_INTERRUPT_PIN, 1); /* INTA# */
+    msix_cap_build(&n->msix, d->cfg, d->wmask, MSIX_CAP_OFF, 0, 0, BAR0_MSIX_TABLE, BAR0_MSIX_PBA);
+    n->pdev.bar[0] =
+        (struct pci_bar){.kind = PCI_BAR_MEM64, .size = NVME_BAR0_SIZE, .fn = bar0_io, .opaque = n};
     n->pdev.cfg_written = cfg_written;
     n->pdev.opaque = n;
 }
@@ -194,8 +188,8 @@ static void watch_completion_fds(struct nvme_pci *n)
 
 static int ioeventfd(struct nvme_pci *n, uint64_t addr, bool assign)
 {
-    struct kvm_ioeventfd io = {.addr = addr, .len = 4, .fd = n->db_efd,
-                               .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN};
+    struct kvm_ioeventfd io = {
+        .addr = addr, .len = 4, .fd = n->db_efd, .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN};
     return ioctl(n->vm->vm_fd, KVM_IOEVENTFD, &io);
 }
 
@@ -309,17 +303,20 @@ struct nvme_pci *nvme_pci_create(struct vm *vm, const struct nvme_pci_config *cf
     if (err < 0)
         die("cannot add the NVMe function to the PCI bus: %s", strerror(-err));
     n->intx_gsi = vm_add_pci_intx(vm, n->pdev.slot);
-    n->pdev.cfg[0x3c] = (uint8_t)n->intx_gsi;
+    pci_cfg_set8(&n->pdev, PCI_INTERRUPT_LINE, (uint8_t)n->intx_gsi);
     return n;
 }
 
-void nvme_pci_start(struct nvme_pci *n)
+int nvme_pci_start(struct nvme_pci *n, char *err, size_t errlen)
 {
+    if (n->running)
+        return 0;
     atomic_store(&n->stop, false);
-    int err = pthread_create(&n->thread, NULL, io_thread, n);
-    if (err)
-        die("cannot start the NVMe I/O thread: %s", strerror(err));
+    int r = pthread_create(&n->thread, NULL, io_thread, n);
+    if (r)
+        return err_set(err, errlen, "cannot start the NVMe I/O thread: %s", strerror(r));
     n->running = true;
+    return 0;
 }
 
 void nvme_pci_stop(struct nvme_pci *n)
@@ -353,17 +350,68 @@ void nvme_pci_quiesce(struct nvme_pci *n)
     nvme_ctrl_drain(n->ctrl);
 }
 
-void nvme_pci_resume(struct nvme_pci *n)
+/* ---- the device table entry (hw/device.h) ---- */
+
+static int save_op(void *dev, struct mig_buf *b, char *err, size_t errlen)
 {
-    nvme_pci_start(n);
+    struct nvme_pci *n = dev;
+    struct mig_buf m;
+    mig_buf_init(&m);
+    msix_save(&n->msix, &m);
+    if (m.oom) {
+        mig_buf_free(&m);
+        return err_set(err, errlen, "nvme: out of memory saving MSI-X");
+    }
+    mig_put_u32(b, (uint32_t)m.len);
+    mig_put_bytes(b, m.data, m.len);
+    mig_buf_free(&m);
+    nvme_ctrl_save(n->ctrl, b);
+    return 0;
 }
 
-struct msix *nvme_pci_msix(struct nvme_pci *n)
+static int load_op(void *dev, struct mig_cursor *c, char *err, size_t errlen)
 {
-    return &n->msix;
+    struct nvme_pci *n = dev;
+    uint32_t len = mig_get_u32(c);
+    if (c->bad || len > c->len - c->pos)
+        return err_set(err, errlen, "nvme: MSI-X state truncated");
+    struct mig_cursor m;
+    mig_cursor_init(&m, c->data + c->pos, len);
+    c->pos += len;
+    if (msix_load(&n->msix, &m, err, errlen) < 0)
+        return -1;
+    return nvme_ctrl_load(n->ctrl, c, err, errlen);
 }
 
-struct nvme_ctrl *nvme_pci_ctrl(struct nvme_pci *n)
+static int start_op(void *dev, char *err, size_t errlen)
 {
-    return n->ctrl;
+    return nvme_pci_start(dev, err, errlen);
 }
+
+static void quiesce_op(void *dev)
+{
+    nvme_pci_quiesce(dev);
+}
+
+static void post_load_op(void *dev)
+{
+    struct nvme_pci *n = dev;
+    nvme_ctrl_post_load(n->ctrl);
+}
+
+static void free_op(void *dev)
+{
+    nvme_pci_free(dev);
+}
+
+const struct device_ops nvme_pci_device = {
+    .name = "nvme",
+    .section = NVME_SECTION,
+    .version = 1,
+    .save = save_op,
+    .load = load_op,
+    .start = start_op,
+    .quiesce = quiesce_op,
+    .post_load = post_load_op,
+    .free = free_op,
+};

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "kvm/layout.h"
+#include "util/err.h"
 
 #define PROBE_MEM   0x10000
 #define PROBE_CODE  0x1000
@@ -72,13 +73,12 @@ static double run_loop(struct probe_vm *p, uint32_t n, char *err, size_t errlen)
         goto fail;
     double t1 = now_ns();
     if (p->run->exit_reason != KVM_EXIT_IO || p->run->io.port != 0x10) {
-        snprintf(err, errlen, "probe guest stopped unexpectedly (KVM exit %u)",
-                 p->run->exit_reason);
-        return -1;
+        return err_set(err, errlen, "probe guest stopped unexpectedly (KVM exit %u)",
+                       p->run->exit_reason);
     }
     return t1 - t0;
 fail:
-    snprintf(err, errlen, "probe VM: %s", strerror(errno));
+    err_set(err, errlen, "probe VM: %s", strerror(errno));
     return -1;
 }
 
@@ -88,22 +88,20 @@ int probe_ring0_speed(double *ns_per_iter, char *err, size_t errlen)
     int ret = -1;
     p.kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (p.kvm < 0 && errno == ENOENT) {
-        snprintf(err, errlen, "this host has no /dev/kvm: guests cannot run here");
-        return -1;
+        return err_set(err, errlen, "this host has no /dev/kvm: guests cannot run here");
     }
     if (p.kvm < 0) {
-        snprintf(err, errlen, "/dev/kvm: %s: guests cannot run here", strerror(errno));
-        return -1;
+        return err_set(err, errlen, "/dev/kvm: %s: guests cannot run here", strerror(errno));
     }
     p.vm = ioctl(p.kvm, KVM_CREATE_VM, 0);
     if (p.vm < 0) {
-        snprintf(err, errlen, "KVM_CREATE_VM: %s", strerror(errno));
+        err_set(err, errlen, "KVM_CREATE_VM: %s", strerror(errno));
         goto out;
     }
     ioctl(p.vm, KVM_SET_TSS_ADDR, (unsigned long)LAYOUT_TSS);
     p.mem = mmap(NULL, PROBE_MEM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p.mem == MAP_FAILED) {
-        snprintf(err, errlen, "mmap: %s", strerror(errno));
+        err_set(err, errlen, "mmap: %s", strerror(errno));
         goto out;
     }
     struct kvm_userspace_memory_region reg = {
@@ -111,14 +109,14 @@ int probe_ring0_speed(double *ns_per_iter, char *err, size_t errlen)
     p.vcpu = -1;
     if (ioctl(p.vm, KVM_SET_USER_MEMORY_REGION, &reg) < 0 ||
         (p.vcpu = ioctl(p.vm, KVM_CREATE_VCPU, 0)) < 0) {
-        snprintf(err, errlen, "probe VM setup: %s", strerror(errno));
+        err_set(err, errlen, "probe VM setup: %s", strerror(errno));
         goto out;
     }
     int rs = ioctl(p.kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
     p.run_size = rs > 0 ? (size_t)rs : 0;
     p.run = mmap(NULL, p.run_size, PROT_READ | PROT_WRITE, MAP_SHARED, p.vcpu, 0);
     if (p.run == MAP_FAILED) {
-        snprintf(err, errlen, "mmap kvm_run: %s", strerror(errno));
+        err_set(err, errlen, "mmap kvm_run: %s", strerror(errno));
         goto out;
     }
     double base = run_loop(&p, 1, err, errlen);

@@ -10,7 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "kvm/bus.h"
+#include "hw/bus.h"
 #include "kvm/cpuid.h"
 #include "kvm/layout.h"
 #include "kvm/multiboot.h"
@@ -32,10 +32,10 @@
 #define MISC_ENABLE_FAST_STRING 1
 #define MTRR_ENABLE_WB          ((1 << 11) | 6)
 
-#define APIC_LVT0         0x350
-#define APIC_LVT1         0x360
-#define APIC_MODE_NMI     0x4
-#define APIC_MODE_EXTINT  0x7
+#define APIC_LVT0        0x350
+#define APIC_LVT1        0x360
+#define APIC_MODE_NMI    0x4
+#define APIC_MODE_EXTINT 0x7
 
 static __thread struct kvm_run *tls_run;
 
@@ -103,10 +103,16 @@ static void setup_msrs(struct vcpu *v)
         uint32_t index;
         uint64_t value;
     } boot_msrs[] = {
-        {MSR_IA32_SYSENTER_CS, 0}, {MSR_IA32_SYSENTER_ESP, 0}, {MSR_IA32_SYSENTER_EIP, 0},
-        {MSR_STAR, 0},            {MSR_LSTAR, 0},             {MSR_CSTAR, 0},
-        {MSR_SYSCALL_MASK, 0},    {MSR_KERNEL_GS_BASE, 0},
-        {MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING},      {MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WB},
+        {MSR_IA32_SYSENTER_CS, 0},
+        {MSR_IA32_SYSENTER_ESP, 0},
+        {MSR_IA32_SYSENTER_EIP, 0},
+        {MSR_STAR, 0},
+        {MSR_LSTAR, 0},
+        {MSR_CSTAR, 0},
+        {MSR_SYSCALL_MASK, 0},
+        {MSR_KERNEL_GS_BASE, 0},
+        {MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING},
+        {MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WB},
     };
     size_t n = sizeof(boot_msrs) / sizeof(boot_msrs[0]);
     /* Set one at a time: an MSR this host's KVM lacks must not drop the others. */
@@ -139,9 +145,16 @@ static void setup_lint(struct vcpu *v)
 
 static void flat_segment(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code64)
 {
-    *s = (struct kvm_segment){.base = 0, .limit = 0xffffffff, .selector = sel, .type = type,
-                              .present = 1, .dpl = 0, .db = code64 ? 0 : 1, .s = 1,
-                              .l = code64 ? 1 : 0, .g = 1};
+    *s = (struct kvm_segment){.base = 0,
+                              .limit = 0xffffffff,
+                              .selector = sel,
+                              .type = type,
+                              .present = 1,
+                              .dpl = 0,
+                              .db = code64 ? 0 : 1,
+                              .s = 1,
+                              .l = code64 ? 1 : 0,
+                              .g = 1};
 }
 
 static void setup_boot_regs(struct vcpu *v)
@@ -155,9 +168,9 @@ static void setup_boot_regs(struct vcpu *v)
         flat_segment(&sregs.cs, 0x10, 0xb, true);
         flat_segment(&sregs.ds, 0x18, 0x3, false);
         sregs.cr3 = LAYOUT_PML4;
-        sregs.cr4 = 0x20;             /* PAE */
-        sregs.cr0 = 0x80000011;       /* PG | ET | PE */
-        sregs.efer = 0x500;           /* LME | LMA */
+        sregs.cr4 = 0x20;       /* PAE */
+        sregs.cr0 = 0x80000011; /* PG | ET | PE */
+        sregs.efer = 0x500;     /* LME | LMA */
         regs.rsi = vm->boot_arg;
         regs.rsp = LAYOUT_BOOT_STACK;
     } else {
@@ -172,8 +185,8 @@ static void setup_boot_regs(struct vcpu *v)
     sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
     sregs.gdt.base = LAYOUT_GDT;
     sregs.gdt.limit = 5 * 8 - 1;
-    sregs.tr = (struct kvm_segment){.base = 0, .limit = 0x67, .selector = 0x20, .type = 0xb,
-                                    .present = 1};
+    sregs.tr =
+        (struct kvm_segment){.base = 0, .limit = 0x67, .selector = 0x20, .type = 0xb, .present = 1};
     regs.rip = vm->entry;
     vcpu_ioctl(v, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
     vcpu_ioctl(v, KVM_SET_REGS, &regs, "KVM_SET_REGS");
@@ -251,8 +264,7 @@ static bool handle_exit(struct vcpu *v)
         return false;
     case KVM_EXIT_INTERNAL_ERROR:
         snprintf(what, sizeof(what), "KVM internal error (suberror %u%s)", r->internal.suberror,
-                 r->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ? ": emulation failure"
-                                                                      : "");
+                 r->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ? ": emulation failure" : "");
         report_fatal(v, what);
         return false;
     case KVM_EXIT_FAIL_ENTRY:

@@ -13,13 +13,16 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
-#include "kvm/bus.h"
-#include "kvm/debug_exit.h"
-#include "kvm/i8042.h"
+#include "block/block.h"
+#include "hw/bus.h"
+#include "hw/debug_exit.h"
+#include "hw/device.h"
+#include "hw/i8042.h"
+#include "hw/pci.h"
+#include "hw/rtc.h"
+#include "hw/uart.h"
 #include "kvm/layout.h"
-#include "kvm/pci.h"
-#include "kvm/rtc.h"
-#include "kvm/uart.h"
+#include "kvm/nvme_pci.h"
 #include "kvm/vcpu.h"
 #include "util/log.h"
 
@@ -40,14 +43,92 @@ static void require_cap(struct vm *vm, int cap, const char *name)
         die("/dev/kvm: missing required capability %s", name);
 }
 
-static void set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host)
+/*
+ * Guest RAM is one or two KVM memory slots: slot 0 below the PCI hole, slot 1 from 4 GiB.
+ * Both are contiguous in vm->mem.host, so a RAM offset in pages indexes the dirty bitmaps.
+ */
+#define RAM_SLOTS 2
+
+struct ram_slot {
+    uint64_t gpa, size, offset; /* offset: into vm->mem.host */
+};
+
+static int ram_slots(const struct vm *vm, struct ram_slot s[RAM_SLOTS])
 {
-    struct kvm_userspace_memory_region r = {
-        .slot = slot, .guest_phys_addr = gpa, .memory_size = size,
-        .userspace_addr = (uint64_t)(uintptr_t)host};
-    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
-        die_errno("KVM_SET_USER_MEMORY_REGION (slot %u, %llu MiB)", slot,
-                  (unsigned long long)(size >> 20));
+    s[0] = (struct ram_slot){.gpa = 0, .size = vm->mem.low_size, .offset = 0};
+    if (!vm->mem.high_size)
+        return 1;
+    s[1] =
+        (struct ram_slot){.gpa = GUEST_4G, .size = vm->mem.high_size, .offset = vm->mem.low_size};
+    return 2;
+}
+
+static int set_slot(struct vm *vm, uint32_t slot, const struct ram_slot *rs, uint32_t flags)
+{
+    struct kvm_userspace_memory_region r = {.slot = slot,
+                                            .flags = flags,
+                                            .guest_phys_addr = rs->gpa,
+                                            .memory_size = rs->size,
+                                            .userspace_addr =
+                                                (uint64_t)(uintptr_t)(vm->mem.host + rs->offset)};
+    return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
+}
+
+static int set_dirty_logging(struct vm *vm, bool on)
+{
+    struct ram_slot rs[RAM_SLOTS];
+    int n = ram_slots(vm, rs), r = 0;
+    for (int i = 0; i < n && !r; i++)
+        r = set_slot(vm, (uint32_t)i, &rs[i], on ? KVM_MEM_LOG_DIRTY_PAGES : 0);
+    return r;
+}
+
+int vm_dirty_log_start(struct vm *vm)
+{
+    int r = set_dirty_logging(vm, true);
+    if (!r && !vm->mem.dirty && guest_mem_dirty_enable(&vm->mem) < 0)
+        r = -ENOMEM;
+    return r;
+}
+
+void vm_dirty_log_stop(struct vm *vm)
+{
+    int r = set_dirty_logging(vm, false);
+    if (r < 0)
+        debug_msg("stopping the dirty log: %s", strerror(-r));
+}
+
+/* KVM_GET_DIRTY_LOG returns and clears one slot's bitmap; OR it in at the slot's offset. */
+static void sync_slot(struct vm *vm, uint32_t slot, const struct ram_slot *rs, uint64_t *bm)
+{
+    uint64_t pages = rs->size / GUEST_PAGE_SIZE, base = rs->offset / GUEST_PAGE_SIZE;
+    uint64_t words = (pages + 63) / 64;
+    uint64_t *tmp = calloc(words, sizeof(uint64_t));
+    struct kvm_dirty_log log = {.slot = slot, .dirty_bitmap = tmp};
+    if (tmp && ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) == 0) {
+        for (uint64_t w = 0; w < words; w++) {
+            uint64_t bits = tmp[w];
+            while (bits) {
+                uint64_t p = base + w * 64 + (uint64_t)__builtin_ctzll(bits);
+                bm[p / 64] |= 1ULL << (p % 64);
+                bits &= bits - 1;
+            }
+        }
+    } else {
+        /* Without a log we cannot know what changed: resend the whole slot. */
+        for (uint64_t p = base; p < base + pages; p++)
+            bm[p / 64] |= 1ULL << (p % 64);
+    }
+    free(tmp);
+}
+
+void vm_dirty_log_sync(struct vm *vm, uint64_t *bm)
+{
+    struct ram_slot rs[RAM_SLOTS];
+    int n = ram_slots(vm, rs);
+    for (int i = 0; i < n; i++)
+        sync_slot(vm, (uint32_t)i, &rs[i], bm);
+    guest_mem_dirty_collect(&vm->mem, bm);
 }
 
 /*
@@ -68,8 +149,8 @@ static void create_ram(struct vm *vm)
             die_errno("guest RAM (%llu MiB)", (unsigned long long)(size >> 20));
         host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, vm->memfd, 0);
     } else {
-        host = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                    -1, 0);
     }
     if (host == MAP_FAILED)
         die_errno("mmap guest RAM (%llu MiB)", (unsigned long long)(size >> 20));
@@ -77,9 +158,14 @@ static void create_ram(struct vm *vm)
     /* Guest RAM in a core dump would be huge and may hold secrets. */
     madvise(host, size, MADV_DONTDUMP);
     guest_mem_layout(&vm->mem, host, size, LAYOUT_PCI_HOLE);
-    set_slot(vm, 0, 0, vm->mem.low_size, host);
-    if (vm->mem.high_size)
-        set_slot(vm, 1, GUEST_4G, vm->mem.high_size, (uint8_t *)host + vm->mem.low_size);
+    struct ram_slot rs[RAM_SLOTS];
+    int n = ram_slots(vm, rs);
+    for (int i = 0; i < n; i++) {
+        int r = set_slot(vm, (uint32_t)i, &rs[i], 0);
+        if (r < 0)
+            die("KVM_SET_USER_MEMORY_REGION (slot %d, %llu MiB): %s", i,
+                (unsigned long long)(rs[i].size >> 20), strerror(-r));
+    }
 }
 
 static void fetch_supported_cpuid(struct vm *vm)
@@ -117,30 +203,45 @@ static void guest_exit(void *opaque, int status)
     vm_request_stop(opaque, status);
 }
 
-static void must_register(struct bus *b, uint64_t base, uint64_t len, bus_io_fn fn, void *opaque,
-                          const char *name)
+void *vm_add_device(struct vm *vm, const struct device_ops *ops, void *dev)
 {
-    int r = bus_register(b, base, len, fn, opaque, name);
-    if (r < 0)
-        die("cannot place %s at 0x%llx: %s", name, (unsigned long long)base, strerror(-r));
+    if (!dev)
+        die("cannot create %s: out of memory", ops->name);
+    if (vm->ndevs == VM_MAX_DEVICES)
+        die("cannot add %s: more than %d devices", ops->name, VM_MAX_DEVICES);
+    for (int i = 0; ops->section && i < vm->ndevs; i++)
+        if (vm->devs[i].ops->section == ops->section)
+            die("%s and %s both claim migration section 0x%x", vm->devs[i].ops->name, ops->name,
+                ops->section);
+    if (ops->pio_len) {
+        int r = bus_register(vm->pio, ops->pio_base, ops->pio_len, ops->pio, dev, ops->name);
+        if (r < 0)
+            die("cannot place %s at port 0x%x: %s", ops->name, ops->pio_base, strerror(-r));
+    }
+    vm->devs[vm->ndevs++] = (struct vm_device){.ops = ops, .dev = dev};
+    return dev;
 }
 
+/* The device table: one line per device, in the order of save and load. */
 static void create_devices(struct vm *vm)
 {
     vm->pio = bus_new("pio");
     vm->mmio = bus_new("mmio");
-    vm->uart = uart_new(vm->cfg.console_out_fd, uart_irq, vm);
-    vm->kbd = i8042_new(guest_reset, vm);
-    vm->dbg = debug_exit_new(guest_exit, vm);
-    vm->rtc = rtc_new();
-    vm->pci = pci_bus_new(vm->pio, vm->mmio, LAYOUT_PCI_MMIO, LAYOUT_PCI_MMIO_END - LAYOUT_PCI_MMIO);
-    if (!vm->pio || !vm->mmio || !vm->uart || !vm->kbd || !vm->dbg || !vm->pci || !vm->rtc)
-        die("out of memory creating devices");
-    must_register(vm->pio, UART_COM1_BASE, UART_NR_PORTS, uart_io, vm->uart, "ttyS0");
-    must_register(vm->pio, I8042_BASE, I8042_LEN, i8042_io, vm->kbd, "i8042");
-    must_register(vm->pio, DEBUG_EXIT_BASE, DEBUG_EXIT_LEN, debug_exit_io, vm->dbg, "debug-exit");
-    must_register(vm->pio, RTC_BASE, RTC_LEN, rtc_io, vm->rtc, "rtc");
-    must_register(vm->pio, PCI_CONF1_BASE, PCI_CONF1_LEN, pci_conf1_io, vm->pci, "pci-conf1");
+    if (!vm->pio || !vm->mmio)
+        die("out of memory creating the buses");
+    vm->pci = vm_add_device(
+        vm, &pci_bus_device,
+        pci_bus_new(vm->pio, vm->mmio, LAYOUT_PCI_MMIO, LAYOUT_PCI_MMIO_END - LAYOUT_PCI_MMIO));
+    vm->uart = vm_add_device(vm, &uart_device, uart_new(vm->cfg.console_out_fd, uart_irq, vm));
+    vm_add_device(vm, &i8042_device, i8042_new(guest_reset, vm));
+    vm_add_device(vm, &debug_exit_device, debug_exit_new(guest_exit, vm));
+    vm_add_device(vm, &rtc_device, rtc_new());
+}
+
+void vm_add_nvme(struct vm *vm, const struct nvme_pci_config *cfg)
+{
+    vm->disks = cfg->ctrl;
+    vm->nvme = vm_add_device(vm, &nvme_pci_device, nvme_pci_create(vm, cfg));
 }
 
 void vm_create(struct vm *vm, const struct vm_config *cfg)
@@ -214,6 +315,12 @@ unsigned vm_add_pci_intx(struct vm *vm, uint8_t slot)
  * vCPU thread is still starting can then never miss it. */
 void vm_start(struct vm *vm)
 {
+    for (int i = 0; i < vm->ndevs; i++) {
+        const struct device_ops *ops = vm->devs[i].ops;
+        char err[200];
+        if (ops->start && ops->start(vm->devs[i].dev, err, sizeof(err)) < 0)
+            die("%s", err);
+    }
     pthread_mutex_lock(&vm->lock);
     vm->n_threads = vm->ncpus;
     for (int i = 0; i < vm->ncpus; i++)
@@ -273,11 +380,14 @@ void vm_destroy(struct vm *vm)
 {
     for (int i = 0; i < vm->ncpus; i++)
         vcpu_destroy(vm->vcpus[i]);
-    uart_free(vm->uart);
-    i8042_free(vm->kbd);
-    debug_exit_free(vm->dbg);
-    rtc_free(vm->rtc);
-    pci_bus_free(vm->pci);
+    /* Reverse order: the NVMe function goes before the PCI bus it sits on. */
+    for (int i = vm->ndevs - 1; i >= 0; i--)
+        if (vm->devs[i].ops->free)
+            vm->devs[i].ops->free(vm->devs[i].dev);
+    vm->ndevs = 0;
+    for (int i = 0; i < vm->disks.nr_ns; i++)
+        blk_close(vm->disks.ns[i].blk);
+    vm->disks.nr_ns = 0;
     bus_free(vm->pio);
     bus_free(vm->mmio);
     munmap(vm->mem.host, vm->mem.size);
@@ -288,4 +398,6 @@ void vm_destroy(struct vm *vm)
     close(vm->vm_fd);
     close(vm->kvm_fd);
     close(vm->stop_efd);
+    pthread_cond_destroy(&vm->cond);
+    pthread_mutex_destroy(&vm->lock);
 }

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/err.h"
+
 #define OFF_PAYLOAD_OFFSET 0x248
 #define OFF_PAYLOAD_LENGTH 0x24c
 #define MAX_VMLINUX        (512u << 20)
@@ -44,15 +46,13 @@ int vmlinux_parse(struct vmlinux *v, char *err, size_t errlen)
 {
     Elf64_Ehdr eh;
     if (v->size < sizeof(eh) || memcmp(v->data, ELFMAG, SELFMAG) != 0) {
-        snprintf(err, errlen, "decompressed kernel is not an ELF file");
-        return -1;
+        return err_set(err, errlen, "decompressed kernel is not an ELF file");
     }
     memcpy(&eh, v->data, sizeof(eh));
     if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != EM_X86_64 ||
         eh.e_phentsize != sizeof(Elf64_Phdr) ||
         eh.e_phoff + (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr) > v->size) {
-        snprintf(err, errlen, "decompressed kernel is not a valid x86-64 ELF");
-        return -1;
+        return err_set(err, errlen, "decompressed kernel is not a valid x86-64 ELF");
     }
     v->nseg = 0;
     v->end = 0;
@@ -63,8 +63,7 @@ int vmlinux_parse(struct vmlinux *v, char *err, size_t errlen)
             continue;
         if (ph.p_offset + ph.p_filesz > v->size || ph.p_filesz > ph.p_memsz ||
             ph.p_paddr + ph.p_memsz < ph.p_paddr || v->nseg == VMLINUX_MAX_SEGMENTS) {
-            snprintf(err, errlen, "decompressed kernel has a bad segment %u", i);
-            return -1;
+            return err_set(err, errlen, "decompressed kernel has a bad segment %u", i);
         }
         v->seg[v->nseg++] =
             (struct vmlinux_segment){ph.p_offset, ph.p_filesz, ph.p_paddr, ph.p_memsz};
@@ -74,8 +73,7 @@ int vmlinux_parse(struct vmlinux *v, char *err, size_t errlen)
     /* x86 vmlinux links its entry (startup_64) at a physical address. */
     v->entry = eh.e_entry;
     if (v->nseg == 0 || v->entry >= v->end) {
-        snprintf(err, errlen, "decompressed kernel has no loadable entry point");
-        return -1;
+        return err_set(err, errlen, "decompressed kernel has no loadable entry point");
     }
     return 0;
 }
@@ -120,13 +118,12 @@ static void store_cached(const char *dir, const char *path, const struct vmlinux
         unlink(tmp);
 }
 
-static int xz_decompress(const uint8_t *in, size_t inlen, uint8_t *out, size_t outlen,
-                         char *err, size_t errlen)
+static int xz_decompress(const uint8_t *in, size_t inlen, uint8_t *out, size_t outlen, char *err,
+                         size_t errlen)
 {
     lzma_stream s = LZMA_STREAM_INIT;
     if (lzma_stream_decoder(&s, UINT64_MAX, 0) != LZMA_OK) {
-        snprintf(err, errlen, "liblzma: cannot start the decoder");
-        return -1;
+        return err_set(err, errlen, "liblzma: cannot start the decoder");
     }
     s.next_in = in;
     s.avail_in = inlen;
@@ -137,8 +134,7 @@ static int xz_decompress(const uint8_t *in, size_t inlen, uint8_t *out, size_t o
     lzma_end(&s);
     /* The kernel appends its decompressed size after the stream: trailing bytes are fine. */
     if ((r != LZMA_STREAM_END && r != LZMA_DATA_ERROR) || produced != outlen) {
-        snprintf(err, errlen, "xz payload did not decompress (liblzma error %d)", (int)r);
-        return -1;
+        return err_set(err, errlen, "xz payload did not decompress (liblzma error %d)", (int)r);
     }
     return 0;
 }
@@ -152,18 +148,15 @@ int vmlinux_from_bzimage(const uint8_t *file, size_t size, const struct bzimage_
     memcpy(&len, file + OFF_PAYLOAD_LENGTH, 4);
     const uint8_t *payload = file + info->setup_size + off;
     if (info->version < 0x0208 || len < 16 || info->setup_size + (uint64_t)off + len > size) {
-        snprintf(err, errlen, "no usable payload in the bzImage");
-        return -1;
+        return err_set(err, errlen, "no usable payload in the bzImage");
     }
     if (memcmp(payload, xz_magic, sizeof(xz_magic)) != 0) {
-        snprintf(err, errlen, "payload is not xz-compressed");
-        return -1;
+        return err_set(err, errlen, "payload is not xz-compressed");
     }
     uint32_t out_size;
     memcpy(&out_size, payload + len - 4, 4);
     if (out_size < sizeof(Elf64_Ehdr) || out_size > MAX_VMLINUX) {
-        snprintf(err, errlen, "implausible decompressed size %u", out_size);
-        return -1;
+        return err_set(err, errlen, "implausible decompressed size %u", out_size);
     }
     char path[600] = "";
     if (cache_dir) {
@@ -175,8 +168,7 @@ int vmlinux_from_bzimage(const uint8_t *file, size_t size, const struct bzimage_
     }
     v->data = malloc(out_size);
     if (!v->data) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
+        return err_set(err, errlen, "out of memory");
     }
     v->size = out_size;
     if (xz_decompress(payload, len, v->data, out_size, err, errlen) < 0 ||

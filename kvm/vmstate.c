@@ -20,7 +20,9 @@
 
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
-#include "migrate/buf.h"
+#include "util/buf.h"
+#include "util/err.h"
+#include "util/le.h"
 #include "util/log.h"
 
 #define VCPU_MAGIC  0x55504356u /* "VCPU" */
@@ -69,20 +71,6 @@ enum vm_tag {
     V_VM_MAX,
 };
 
-static int refuse(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int refuse(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 static bool has_cap(struct vm *vm, int cap)
 {
     return ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, cap) > 0;
@@ -111,37 +99,37 @@ static int parse_record(struct mig_cursor *c, uint32_t magic, unsigned id, struc
     uint16_t ver = mig_get_u16(c);
     uint16_t rid = mig_get_u16(c);
     if (c->bad)
-        return refuse(err, errlen, "%s state: truncated header", what);
+        return err_set(err, errlen, "%s state: truncated header", what);
     if (m != magic)
-        return refuse(err, errlen, "%s state: bad magic 0x%08x", what, m);
+        return err_set(err, errlen, "%s state: bad magic 0x%08x", what, m);
     if (ver != STATE_VER)
-        return refuse(err, errlen, "%s state: version %u, this nvmevm reads %u", what, ver,
-                      STATE_VER);
+        return err_set(err, errlen, "%s state: version %u, this nvmevm reads %u", what, ver,
+                       STATE_VER);
     if (rid != id)
-        return refuse(err, errlen, "%s state: record is for index %u, not %u", what, rid, id);
+        return err_set(err, errlen, "%s state: record is for index %u, not %u", what, rid, id);
     for (;;) {
         uint16_t tag = mig_get_u16(c);
         uint32_t len = mig_get_u32(c);
         if (c->bad)
-            return refuse(err, errlen, "%s state: truncated item header", what);
+            return err_set(err, errlen, "%s state: truncated item header", what);
         if (tag == 0) {
             if (len != 0)
-                return refuse(err, errlen, "%s state: end marker with length %u", what, len);
+                return err_set(err, errlen, "%s state: end marker with length %u", what, len);
             break;
         }
         if (tag >= ntags)
-            return refuse(err, errlen, "%s state: unknown item %u (newer nvmevm?)", what, tag);
+            return err_set(err, errlen, "%s state: unknown item %u (newer nvmevm?)", what, tag);
         if (it[tag].p)
-            return refuse(err, errlen, "%s state: item %u appears twice", what, tag);
+            return err_set(err, errlen, "%s state: item %u appears twice", what, tag);
         if (len > c->len - c->pos)
-            return refuse(err, errlen, "%s state: item %u claims %u bytes, %zu remain", what, tag,
-                          len, c->len - c->pos);
+            return err_set(err, errlen, "%s state: item %u claims %u bytes, %zu remain", what, tag,
+                           len, c->len - c->pos);
         it[tag].p = c->data + c->pos;
         it[tag].len = len;
         c->pos += len;
     }
     if (!mig_cursor_done(c))
-        return refuse(err, errlen, "%s state: %zu trailing bytes", what, c->len - c->pos);
+        return err_set(err, errlen, "%s state: %zu trailing bytes", what, c->len - c->pos);
     return 0;
 }
 
@@ -150,25 +138,11 @@ static int get_fixed(const struct item *it, void *dst, size_t size, bool require
                      char *err, size_t errlen)
 {
     if (!it->p)
-        return required ? refuse(err, errlen, "vCPU state: %s missing", name) : 0;
+        return required ? err_set(err, errlen, "vCPU state: %s missing", name) : 0;
     if (it->len != size)
-        return refuse(err, errlen, "%s: %u bytes, expected %zu", name, it->len, size);
+        return err_set(err, errlen, "%s: %u bytes, expected %zu", name, it->len, size);
     memcpy(dst, it->p, size);
     return 1;
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
 }
 
 /* ---- MSRs ---- */
@@ -239,23 +213,23 @@ static int msr_list(struct vm *vm, uint32_t **out, size_t *nout, char *err, size
 {
     struct kvm_msr_list probe = {.nmsrs = 0};
     if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
-        return refuse(err, errlen, "KVM_GET_MSR_INDEX_LIST: %s", strerror(errno));
+        return err_set(err, errlen, "KVM_GET_MSR_INDEX_LIST: %s", strerror(errno));
     uint32_t n = probe.nmsrs;
     if (n > 16384)
-        return refuse(err, errlen, "KVM_GET_MSR_INDEX_LIST: %u MSRs", n);
+        return err_set(err, errlen, "KVM_GET_MSR_INDEX_LIST: %u MSRs", n);
     struct kvm_msr_list *l = calloc(1, sizeof(*l) + (size_t)n * 4);
     uint32_t *idx = calloc((size_t)n + sizeof(mtrr_msrs) / 4 + 16, 4);
     if (!l || !idx) {
         free(l);
         free(idx);
-        return refuse(err, errlen, "out of memory");
+        return err_set(err, errlen, "out of memory");
     }
     l->nmsrs = n;
     if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, l) < 0) {
         int e = errno;
         free(l);
         free(idx);
-        return refuse(err, errlen, "KVM_GET_MSR_INDEX_LIST: %s", strerror(e));
+        return err_set(err, errlen, "KVM_GET_MSR_INDEX_LIST: %s", strerror(e));
     }
     size_t k = 0;
     for (uint32_t i = 0; i < l->nmsrs && i < n; i++)
@@ -290,7 +264,7 @@ static int msrs_xfer(struct vcpu *v, unsigned long req, struct kvm_msr_entry *en
     const char *name = req == KVM_GET_MSRS ? "KVM_GET_MSRS" : "KVM_SET_MSRS";
     struct msr_set *s = calloc(1, sizeof(*s));
     if (!s)
-        return refuse(err, errlen, "out of memory");
+        return err_set(err, errlen, "out of memory");
     size_t i = 0;
     while (i < n) {
         size_t batch = n - i < MSR_CHUNK ? n - i : MSR_CHUNK;
@@ -301,7 +275,7 @@ static int msrs_xfer(struct vcpu *v, unsigned long req, struct kvm_msr_entry *en
         if (r < 0) {
             int e = errno;
             free(s);
-            return refuse(err, errlen, "vCPU %d: %s: %s", v->id, name, strerror(e));
+            return err_set(err, errlen, "vCPU %d: %s: %s", v->id, name, strerror(e));
         }
         if ((size_t)r > batch)
             r = (int)batch;
@@ -314,8 +288,8 @@ static int msrs_xfer(struct vcpu *v, unsigned long req, struct kvm_msr_entry *en
             uint32_t bad = ent[i].index;
             if (msr_is_essential(bad)) {
                 free(s);
-                return refuse(err, errlen, "vCPU %d: %s: this host's KVM refuses MSR 0x%x", v->id,
-                              name, bad);
+                return err_set(err, errlen, "vCPU %d: %s: this host's KVM refuses MSR 0x%x", v->id,
+                               name, bad);
             }
             debug_msg("vCPU %d: %s: MSR 0x%x skipped", v->id, name, bad);
             ok[i] = false;
@@ -337,7 +311,7 @@ static int save_msrs(struct vcpu *v, const struct kvm_lapic_state *lapic, struct
     bool *ok = calloc(n ? n : 1, sizeof(*ok));
     int ret = -1;
     if (!ent || !ok) {
-        refuse(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++)
@@ -348,7 +322,7 @@ static int save_msrs(struct vcpu *v, const struct kvm_lapic_state *lapic, struct
     /* A zero TSC_DEADLINE with the LAPIC timer in deadline mode may mean "just fired, not
      * yet delivered": re-arm it at the current TSC (one spurious tick at worst, never a
      * lost one), as Firecracker does. */
-    uint32_t lvtt = rd32((const uint8_t *)lapic->regs + APIC_LVTT);
+    uint32_t lvtt = le32_get((const uint8_t *)lapic->regs + APIC_LVTT);
     bool deadline_mode =
         !(lvtt & LVT_MASKED) && ((lvtt >> LVTT_MODE_SHIFT) & 3) == LVTT_MODE_DEADLINE;
     uint64_t tsc = 0;
@@ -359,7 +333,7 @@ static int save_msrs(struct vcpu *v, const struct kvm_lapic_state *lapic, struct
             have_tsc = true;
         }
     if (!have_tsc) {
-        refuse(err, errlen, "vCPU %d: IA32_TSC not readable", v->id);
+        err_set(err, errlen, "vCPU %d: IA32_TSC not readable", v->id);
         goto out;
     }
     uint32_t count = 0;
@@ -390,12 +364,12 @@ out:
 /* All MSRs but TSC_DEADLINE, then TSC_DEADLINE: its value is relative to IA32_TSC. */
 static int load_msrs(struct vcpu *v, const struct item *it, char *err, size_t errlen)
 {
-    uint32_t count = rd32(it->p);
+    uint32_t count = le32_get(it->p);
     struct kvm_msr_entry *ent = calloc(count ? count : 1, sizeof(*ent));
     bool *ok = calloc(count ? count : 1, sizeof(*ok));
     int ret = -1;
     if (!ent || !ok) {
-        refuse(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         goto out;
     }
     size_t n = 0;
@@ -403,7 +377,7 @@ static int load_msrs(struct vcpu *v, const struct item *it, char *err, size_t er
     bool have_deadline = false;
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *p = it->p + 4 + (size_t)i * MSR_RECSIZE;
-        struct kvm_msr_entry e = {.index = rd32(p), .data = rd64(p + 4)};
+        struct kvm_msr_entry e = {.index = le32_get(p), .data = le64_get(p + 4)};
         if (e.index == MSR_IA32_TSC_DEADLINE) {
             deadline = e;
             have_deadline = true;
@@ -429,7 +403,7 @@ static int vcpu_get(struct vcpu *v, unsigned long req, void *arg, const char *na
                     size_t errlen)
 {
     if (ioctl(v->fd, req, arg) < 0)
-        return refuse(err, errlen, "vCPU %d: %s: %s", v->id, name, strerror(errno));
+        return err_set(err, errlen, "vCPU %d: %s: %s", v->id, name, strerror(errno));
     return 0;
 }
 
@@ -438,13 +412,13 @@ static int save_cpuid(struct vcpu *v, struct mig_buf *b, char *err, size_t errle
     for (uint32_t n = 64; n <= MAX_CPUID * 4; n *= 2) {
         struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
         if (!c)
-            return refuse(err, errlen, "out of memory");
+            return err_set(err, errlen, "out of memory");
         c->nent = n;
         if (ioctl(v->fd, KVM_GET_CPUID2, c) == 0) {
             if (c->nent > MAX_CPUID) {
                 uint32_t nent = c->nent;
                 free(c);
-                return refuse(err, errlen, "vCPU %d: %u CPUID entries", v->id, nent);
+                return err_set(err, errlen, "vCPU %d: %u CPUID entries", v->id, nent);
             }
             size_t len = (size_t)c->nent * sizeof(c->entries[0]);
             mig_put_u16(b, T_CPUID);
@@ -457,9 +431,9 @@ static int save_cpuid(struct vcpu *v, struct mig_buf *b, char *err, size_t errle
         int e = errno;
         free(c);
         if (e != E2BIG)
-            return refuse(err, errlen, "vCPU %d: KVM_GET_CPUID2: %s", v->id, strerror(e));
+            return err_set(err, errlen, "vCPU %d: KVM_GET_CPUID2: %s", v->id, strerror(e));
     }
-    return refuse(err, errlen, "vCPU %d: KVM_GET_CPUID2: too many entries", v->id);
+    return err_set(err, errlen, "vCPU %d: KVM_GET_CPUID2: too many entries", v->id);
 }
 
 static int save_fpu_state(struct vcpu *v, struct mig_buf *b, char *err, size_t errlen)
@@ -469,10 +443,10 @@ static int save_fpu_state(struct vcpu *v, struct mig_buf *b, char *err, size_t e
     if (size > 0 || has_cap(vm, KVM_CAP_XSAVE)) {
         size_t sz = size > (int)sizeof(struct kvm_xsave) ? (size_t)size : sizeof(struct kvm_xsave);
         if (sz > MAX_XSAVE)
-            return refuse(err, errlen, "vCPU %d: XSAVE area of %zu bytes", v->id, sz);
+            return err_set(err, errlen, "vCPU %d: XSAVE area of %zu bytes", v->id, sz);
         struct kvm_xsave *x = calloc(1, sz);
         if (!x)
-            return refuse(err, errlen, "out of memory");
+            return err_set(err, errlen, "out of memory");
         unsigned long req = size > 0 ? KVM_GET_XSAVE2 : KVM_GET_XSAVE;
         int r = vcpu_get(v, req, x, size > 0 ? "KVM_GET_XSAVE2" : "KVM_GET_XSAVE", err, errlen);
         if (r == 0)
@@ -491,7 +465,7 @@ int vmstate_save_vcpu(struct vcpu *v, struct mig_buf *b, char *err, size_t errle
 {
     struct vm *vm = v->vm;
     if (v->started && !vm_is_paused(vm))
-        return refuse(err, errlen, "vCPU %d: running (pause the VM first)", v->id);
+        return err_set(err, errlen, "vCPU %d: running (pause the VM first)", v->id);
     mig_put_u32(b, VCPU_MAGIC);
     mig_put_u16(b, STATE_VER);
     mig_put_u16(b, (uint16_t)v->id);
@@ -559,7 +533,7 @@ int vmstate_save_vcpu(struct vcpu *v, struct mig_buf *b, char *err, size_t errle
     mig_put_u16(b, T_END);
     mig_put_u32(b, 0);
     if (b->oom)
-        return refuse(err, errlen, "vCPU %d: out of memory", v->id);
+        return err_set(err, errlen, "vCPU %d: out of memory", v->id);
     return 0;
 }
 
@@ -597,13 +571,13 @@ static int decode_vcpu(struct vcpu *v, struct item *it, struct vcpu_state *s, ch
     if (r < 0)
         return -1;
     if (s->have_sregs2 && r > 0)
-        return refuse(err, errlen, "vCPU state: both sregs and sregs2");
+        return err_set(err, errlen, "vCPU state: both sregs and sregs2");
     r = get_fixed(&it[T_XCRS], &s->xcrs, sizeof(s->xcrs), false, "XCRs", err, errlen);
     if (r < 0)
         return -1;
     s->have_xcrs = r > 0;
     if (s->have_xcrs && s->xcrs.nr_xcrs > KVM_MAX_XCRS)
-        return refuse(err, errlen, "XCRs: count %u", s->xcrs.nr_xcrs);
+        return err_set(err, errlen, "XCRs: count %u", s->xcrs.nr_xcrs);
     r = get_fixed(&it[T_DEBUGREGS], &s->dregs, sizeof(s->dregs), false, "debugregs", err, errlen);
     if (r < 0)
         return -1;
@@ -615,36 +589,36 @@ static int decode_vcpu(struct vcpu *v, struct item *it, struct vcpu_state *s, ch
     s->have_xsave = it[T_XSAVE].p != NULL;
     if (s->have_xsave) {
         if (it[T_FPU].p)
-            return refuse(err, errlen, "vCPU state: both XSAVE and FPU");
+            return err_set(err, errlen, "vCPU state: both XSAVE and FPU");
         if (it[T_XSAVE].len < MIN_XSAVE || it[T_XSAVE].len > MAX_XSAVE)
-            return refuse(err, errlen, "XSAVE: %u bytes", it[T_XSAVE].len);
+            return err_set(err, errlen, "XSAVE: %u bytes", it[T_XSAVE].len);
     } else if (get_fixed(&it[T_FPU], &s->fpu, sizeof(s->fpu), true, "FPU/XSAVE", err, errlen) < 0) {
         return -1;
     }
 
     const struct item *c = &it[T_CPUID];
     if (!c->p)
-        return refuse(err, errlen, "vCPU state: CPUID missing");
-    if (c->len < 4 || rd32(c->p) > MAX_CPUID ||
-        c->len != 4 + rd32(c->p) * sizeof(struct kvm_cpuid_entry2))
-        return refuse(err, errlen, "CPUID: %u bytes do not hold the %u entries it claims", c->len,
-                      c->len >= 4 ? rd32(c->p) : 0);
+        return err_set(err, errlen, "vCPU state: CPUID missing");
+    if (c->len < 4 || le32_get(c->p) > MAX_CPUID ||
+        c->len != 4 + le32_get(c->p) * sizeof(struct kvm_cpuid_entry2))
+        return err_set(err, errlen, "CPUID: %u bytes do not hold the %u entries it claims", c->len,
+                       c->len >= 4 ? le32_get(c->p) : 0);
     const struct item *m = &it[T_MSRS];
     if (!m->p)
-        return refuse(err, errlen, "vCPU state: MSRs missing");
-    if (m->len < 4 || rd32(m->p) > MAX_MSRS || m->len != 4 + rd32(m->p) * MSR_RECSIZE)
-        return refuse(err, errlen, "MSRs: %u bytes do not hold the %u MSRs they claim", m->len,
-                      m->len >= 4 ? rd32(m->p) : 0);
+        return err_set(err, errlen, "vCPU state: MSRs missing");
+    if (m->len < 4 || le32_get(m->p) > MAX_MSRS || m->len != 4 + le32_get(m->p) * MSR_RECSIZE)
+        return err_set(err, errlen, "MSRs: %u bytes do not hold the %u MSRs they claim", m->len,
+                       m->len >= 4 ? le32_get(m->p) : 0);
     (void)v;
     return 0;
 }
 
 static int load_cpuid(struct vcpu *v, const struct item *it, char *err, size_t errlen)
 {
-    uint32_t n = rd32(it->p);
+    uint32_t n = le32_get(it->p);
     struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + (size_t)n * sizeof(c->entries[0]));
     if (!c)
-        return refuse(err, errlen, "out of memory");
+        return err_set(err, errlen, "out of memory");
     c->nent = n;
     memcpy(c->entries, it->p + 4, (size_t)n * sizeof(c->entries[0]));
     int r = vcpu_get(v, KVM_SET_CPUID2, c, "KVM_SET_CPUID2", err, errlen);
@@ -659,17 +633,17 @@ static int check_tsc_khz(struct vcpu *v, uint32_t want, char *err, size_t errlen
         return 0;
     int have = ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
     if (have <= 0)
-        return refuse(err, errlen, "vCPU %d: KVM_GET_TSC_KHZ: %s", v->id, strerror(errno));
+        return err_set(err, errlen, "vCPU %d: KVM_GET_TSC_KHZ: %s", v->id, strerror(errno));
     uint64_t diff = (uint64_t)(have > (int)want ? (uint32_t)have - want : want - (uint32_t)have);
     if (diff * 1000000 <= (uint64_t)want * KHZ_PPM)
         return 0;
     if (has_cap(v->vm, KVM_CAP_TSC_CONTROL) &&
         ioctl(v->fd, KVM_SET_TSC_KHZ, (unsigned long)want) == 0)
         return 0;
-    return refuse(err, errlen,
-                  "vCPU %d: guest TSC runs at %u kHz, this host at %d kHz and its "
-                  "KVM cannot scale it",
-                  v->id, want, have);
+    return err_set(err, errlen,
+                   "vCPU %d: guest TSC runs at %u kHz, this host at %d kHz and its "
+                   "KVM cannot scale it",
+                   v->id, want, have);
 }
 
 static int load_sregs(struct vcpu *v, struct vcpu_state *s, char *err, size_t errlen)
@@ -682,8 +656,8 @@ static int load_sregs(struct vcpu *v, struct vcpu_state *s, char *err, size_t er
     const struct kvm_sregs2 *s2 = &s->sregs2;
     bool pae_legacy = (s2->cr0 & (1u << 31)) && (s2->cr4 & (1u << 5)) && !(s2->efer & (1u << 10));
     if ((s2->flags & KVM_SREGS2_FLAGS_PDPTRS_VALID) && pae_legacy)
-        return refuse(err, errlen, "vCPU %d: guest uses PAE paging and this KVM lacks SREGS2",
-                      v->id);
+        return err_set(err, errlen, "vCPU %d: guest uses PAE paging and this KVM lacks SREGS2",
+                       v->id);
     struct kvm_sregs r = {.cs = s2->cs,
                           .ds = s2->ds,
                           .es = s2->es,
@@ -708,20 +682,20 @@ static int load_xsave(struct vcpu *v, const struct item *it, char *err, size_t e
 {
     int cap = ioctl(v->vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
     if (cap <= 0 && !has_cap(v->vm, KVM_CAP_XSAVE))
-        return refuse(err, errlen, "vCPU %d: this host's KVM has no XSAVE", v->id);
+        return err_set(err, errlen, "vCPU %d: this host's KVM has no XSAVE", v->id);
     size_t room = cap > (int)sizeof(struct kvm_xsave) ? (size_t)cap : sizeof(struct kvm_xsave);
     if (it->len > room) {
         /* Bytes past this host's size are fine only if they are unused (zero). */
         for (size_t i = room; i < it->len; i++)
             if (it->p[i])
-                return refuse(err, errlen,
-                              "vCPU %d: XSAVE state of %u bytes, this host "
-                              "takes %zu",
-                              v->id, it->len, room);
+                return err_set(err, errlen,
+                               "vCPU %d: XSAVE state of %u bytes, this host "
+                               "takes %zu",
+                               v->id, it->len, room);
     }
     struct kvm_xsave *x = calloc(1, room);
     if (!x)
-        return refuse(err, errlen, "out of memory");
+        return err_set(err, errlen, "out of memory");
     memcpy(x, it->p, it->len < room ? it->len : room);
     int r = vcpu_get(v, KVM_SET_XSAVE, x, "KVM_SET_XSAVE", err, errlen);
     free(x);
@@ -732,22 +706,22 @@ int vmstate_load_vcpu(struct vcpu *v, struct mig_cursor *c, char *err, size_t er
 {
     struct vm *vm = v->vm;
     if (v->started)
-        return refuse(err, errlen, "vCPU %d: already running", v->id);
+        return err_set(err, errlen, "vCPU %d: already running", v->id);
     struct item it[T_VCPU_MAX];
     if (parse_record(c, VCPU_MAGIC, (unsigned)v->id, it, T_VCPU_MAX, "vCPU", err, errlen) < 0)
         return -1;
     struct vcpu_state *s = calloc(1, sizeof(*s));
     if (!s)
-        return refuse(err, errlen, "out of memory");
+        return err_set(err, errlen, "out of memory");
     int ret = -1;
     if (decode_vcpu(v, it, s, err, errlen) < 0)
         goto out;
     if (s->have_xcrs && !has_cap(vm, KVM_CAP_XCRS)) {
-        refuse(err, errlen, "vCPU %d: guest uses XCR0 and this host's KVM lacks XCRS", v->id);
+        err_set(err, errlen, "vCPU %d: guest uses XCR0 and this host's KVM lacks XCRS", v->id);
         goto out;
     }
     if (s->have_dregs && !has_cap(vm, KVM_CAP_DEBUGREGS) && (s->dregs.dr7 & 0xff)) {
-        refuse(err, errlen, "vCPU %d: guest has breakpoints and this KVM lacks DEBUGREGS", v->id);
+        err_set(err, errlen, "vCPU %d: guest has breakpoints and this KVM lacks DEBUGREGS", v->id);
         goto out;
     }
 
@@ -795,24 +769,24 @@ int vmstate_save_vm(struct vm *vm, struct mig_buf *b, char *err, size_t errlen)
     for (uint32_t chip = 0; chip < 3; chip++) {
         struct kvm_irqchip ic = {.chip_id = chip};
         if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &ic) < 0)
-            return refuse(err, errlen, "KVM_GET_IRQCHIP %u: %s", chip, strerror(errno));
+            return err_set(err, errlen, "KVM_GET_IRQCHIP %u: %s", chip, strerror(errno));
         put_item(b, (uint16_t)(V_PIC_MASTER + chip), &ic, sizeof(ic));
     }
     struct kvm_pit_state2 pit;
     if (ioctl(vm->vm_fd, KVM_GET_PIT2, &pit) < 0)
-        return refuse(err, errlen, "KVM_GET_PIT2: %s", strerror(errno));
+        return err_set(err, errlen, "KVM_GET_PIT2: %s", strerror(errno));
     put_item(b, V_PIT2, &pit, sizeof(pit));
     /* With flags, realtime and host_tsc when this KVM has them (kept for diagnosis; the load
      * continues the clock from .clock). */
     struct kvm_clock_data clk;
     memset(&clk, 0, sizeof(clk));
     if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &clk) < 0)
-        return refuse(err, errlen, "KVM_GET_CLOCK: %s", strerror(errno));
+        return err_set(err, errlen, "KVM_GET_CLOCK: %s", strerror(errno));
     put_item(b, V_CLOCK, &clk, sizeof(clk));
     mig_put_u16(b, V_END);
     mig_put_u32(b, 0);
     if (b->oom)
-        return refuse(err, errlen, "VM state: out of memory");
+        return err_set(err, errlen, "VM state: out of memory");
     return 0;
 }
 
@@ -830,22 +804,22 @@ int vmstate_load_vm(struct vm *vm, struct mig_cursor *c, char *err, size_t errle
                       errlen) < 0)
             return -1;
         if (ic[i].chip_id != i)
-            return refuse(err, errlen, "%s: chip id %u", chip_name[i], ic[i].chip_id);
+            return err_set(err, errlen, "%s: chip id %u", chip_name[i], ic[i].chip_id);
     }
     if (get_fixed(&it[V_PIT2], &pit, sizeof(pit), true, "PIT", err, errlen) < 0 ||
         get_fixed(&it[V_CLOCK], &clk, sizeof(clk), true, "kvmclock", err, errlen) < 0)
         return -1;
 
     if (ioctl(vm->vm_fd, KVM_SET_PIT2, &pit) < 0)
-        return refuse(err, errlen, "KVM_SET_PIT2: %s", strerror(errno));
+        return err_set(err, errlen, "KVM_SET_PIT2: %s", strerror(errno));
     /* The guest's clock continues from the saved value: it neither goes backwards nor sees
      * the downtime, like the TSC (see vmstate.h). */
     struct kvm_clock_data set = {.clock = clk.clock};
     if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &set) < 0)
-        return refuse(err, errlen, "KVM_SET_CLOCK: %s", strerror(errno));
+        return err_set(err, errlen, "KVM_SET_CLOCK: %s", strerror(errno));
     for (unsigned i = 0; i < 3; i++)
         if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &ic[i]) < 0)
-            return refuse(err, errlen, "KVM_SET_IRQCHIP (%s): %s", chip_name[i], strerror(errno));
+            return err_set(err, errlen, "KVM_SET_IRQCHIP (%s): %s", chip_name[i], strerror(errno));
     return 0;
 }
 
@@ -856,7 +830,7 @@ int vmstate_kvmclock_ctrl(struct vm *vm, char *err, size_t errlen)
             continue;
         if (errno == EINVAL || errno == ENOTTY)
             continue; /* no kvmclock in this guest (or KVM) */
-        return refuse(err, errlen, "vCPU %d: KVM_KVMCLOCK_CTRL: %s", i, strerror(errno));
+        return err_set(err, errlen, "vCPU %d: KVM_KVMCLOCK_CTRL: %s", i, strerror(errno));
     }
     return 0;
 }

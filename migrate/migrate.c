@@ -13,16 +13,13 @@
 #include <unistd.h>
 
 #include "block/block.h"
-#include "emu/nvme.h"
-#include "kvm/nvme_pci.h"
 #include "kvm/vm.h"
-#include "kvm/vmstate.h"
-#include "migrate/buf.h"
 #include "migrate/proto.h"
 #include "migrate/ram.h"
 #include "migrate/stream.h"
 #include "migrate/tcp.h"
-#include "migrate/vmsave.h"
+#include "util/buf.h"
+#include "util/err.h"
 #include "util/log.h"
 
 #define CHUNK_PAGES 4096 /* 16 MiB between progress updates, cancel and throttle checks */
@@ -55,7 +52,7 @@ static void fail(struct migration *m, int state, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     pthread_mutex_lock(&m->lock);
-    vsnprintf(m->error, sizeof(m->error), fmt, ap);
+    err_vset(m->error, sizeof(m->error), fmt, ap);
     pthread_mutex_unlock(&m->lock);
     va_end(ap);
     atomic_store(&m->state, state);
@@ -63,10 +60,8 @@ static void fail(struct migration *m, int state, const char *fmt, ...)
 
 static void disks_each(struct vm *vm, int (*fn)(struct blk_dev *), int *first_err)
 {
-    if (!vm->disks)
-        return;
-    for (int i = 0; i < vm->disks->nr_ns; i++) {
-        int r = fn(vm->disks->ns[i].blk);
+    for (int i = 0; i < vm->disks.nr_ns; i++) {
+        int r = fn(vm->disks.ns[i].blk);
         if (r < 0 && first_err && !*first_err)
             *first_err = r;
     }
@@ -142,9 +137,19 @@ static int send_config(struct vm *vm, struct mig_stream *s)
     struct mig_buf b;
     mig_buf_init(&b);
     proto_config_put(vm, &b);
-    int r = b.oom ? -ENOMEM : mig_write_section(s, MIG_SEC_CONFIG, 1, b.data, b.len);
+    int r =
+        b.oom ? -ENOMEM : mig_write_section(s, MIG_SEC_CONFIG, PROTO_CONFIG_VERSION, b.data, b.len);
     mig_buf_free(&b);
     return r ? r : mig_flush(s);
+}
+
+static int emit_section(void *opaque, uint32_t id, uint16_t version, const void *data, size_t len,
+                        char *err, size_t errlen)
+{
+    int r = mig_write_section(opaque, id, version, data, len);
+    if (r < 0)
+        return err_set(err, errlen, "sending section 0x%x: %s", id, strerror(-r));
+    return 0;
 }
 
 /* Everything after the guest stopped: last pages, device and CPU state, disk handover.
@@ -154,11 +159,8 @@ static int switchover(struct migration *m, struct mig_stream *s, uint64_t *bm, d
     struct vm *vm = m->vm;
     char err[200], reply[256];
     *paused_at = now_ms();
-    vm_pause(vm);
-    debug_msg("switchover: vCPUs paused after %.1f ms", now_ms() - *paused_at);
-    if (vm->nvme)
-        nvme_pci_quiesce(vm->nvme);
-    debug_msg("switchover: storage drained after %.1f ms", now_ms() - *paused_at);
+    vm_quiesce(vm);
+    debug_msg("switchover: vCPUs paused and storage drained after %.1f ms", now_ms() - *paused_at);
     ram_dirty_sync(vm, bm);
     struct ram_send_stats st = {0};
     int r = ram_send(vm, s, bm, false, 0, &st);
@@ -166,7 +168,7 @@ static int switchover(struct migration *m, struct mig_stream *s, uint64_t *bm, d
         fail(m, MIG_FAILED, "sending the last pages: %s", strerror(-r));
         return -1;
     }
-    if (vmsave_write_all(vm, s, err, sizeof(err)) < 0) {
+    if (vm_save_state(vm, emit_section, s, err, sizeof(err)) < 0) {
         fail(m, MIG_FAILED, "%s", err);
         return -1;
     }
@@ -211,14 +213,15 @@ static void resume_source(struct migration *m, bool paused)
         return;
     }
     if (paused) {
-        char err[160];
-        if (vmstate_kvmclock_ctrl(vm, err, sizeof(err)) < 0)
-            debug_msg("%s", err);
-        if (vm->nvme)
-            nvme_pci_resume(vm->nvme);
-        vm_resume(vm);
+        char err[200];
+        if (vm_unquiesce(vm, err, sizeof(err)) < 0) {
+            /* Better a stopped VM that says why than a guest without its storage. */
+            warn_msg("migration: cannot resume the guest: %s; this copy stops", err);
+            vm_request_stop(vm, 1);
+            return;
+        }
     }
-    ram_dirty_log(vm, false);
+    vm_dirty_log_stop(vm);
 }
 
 static void *migration_thread(void *arg)
@@ -242,7 +245,7 @@ static void *migration_thread(void *arg)
         fail(m, MIG_FAILED, "destination refused: %s", *reply ? reply : "connection lost");
         goto out;
     }
-    if (ram_dirty_log(vm, true) < 0) {
+    if (vm_dirty_log_start(vm) < 0) {
         fail(m, MIG_FAILED, "cannot enable dirty page logging");
         goto out;
     }
@@ -267,9 +270,8 @@ static void *migration_thread(void *arg)
         if (m->pass > 0 && m->expected_downtime_ms <= m->p.downtime_ms)
             goto switch_over;
         if (m->p.auto_converge && m->dirty_rate > m->bandwidth / 2 && ++fast_dirtying >= 2)
-            m->throttle_pct = m->throttle_pct ? (m->throttle_pct + 10 > 99 ? 99
-                                                                            : m->throttle_pct + 10)
-                                              : 20;
+            m->throttle_pct =
+                m->throttle_pct ? (m->throttle_pct + 10 > 99 ? 99 : m->throttle_pct + 10) : 20;
         if (m->p.timeout_s && now_ms() - t0 > m->p.timeout_s * 1e3) {
             if (m->p.force_on_timeout)
                 goto switch_over;
@@ -278,7 +280,7 @@ static void *migration_thread(void *arg)
             break;
         }
     }
-    ram_dirty_log(vm, false);
+    vm_dirty_log_stop(vm);
     goto out;
 switch_over:
     paused = true;
@@ -310,75 +312,72 @@ done:
     return NULL;
 }
 
-int migrate_start(struct vm *vm, const struct mig_params *p, char *err, size_t errlen)
+struct migration *migrate_start(struct vm *vm, const struct mig_params *p, char *err, size_t errlen)
 {
-    if (vm->mig && atomic_load(&vm->mig->state) == MIG_ACTIVE) {
-        snprintf(err, errlen, "a migration is already running");
-        return -1;
-    }
-    migrate_cleanup(vm);
     struct migration *m = calloc(1, sizeof(*m));
     if (!m) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
+        err_set(err, errlen, "out of memory");
+        return NULL;
     }
     m->vm = vm;
     m->p = *p;
     pthread_mutex_init(&m->lock, NULL);
     atomic_store(&m->state, MIG_ACTIVE);
     if (pthread_create(&m->thread, NULL, migration_thread, m) != 0) {
-        snprintf(err, errlen, "cannot start the migration thread");
+        err_set(err, errlen, "cannot start the migration thread");
+        pthread_mutex_destroy(&m->lock);
         free(m);
-        return -1;
+        return NULL;
     }
-    vm->mig = m;
-    return 0;
+    return m;
 }
 
-bool migrate_completed(struct vm *vm)
+enum mig_state migrate_state(struct migration *m)
 {
-    return vm->mig && atomic_load(&vm->mig->state) == MIG_COMPLETED;
+    return m ? atomic_load(&m->state) : MIG_NONE;
 }
 
-void migrate_cancel(struct vm *vm)
+void migrate_cancel(struct migration *m)
 {
-    if (vm->mig)
-        atomic_store(&vm->mig->cancel, true);
+    if (m)
+        atomic_store(&m->cancel, true);
 }
 
-void migrate_cleanup(struct vm *vm)
+void migrate_free(struct migration *m)
 {
-    struct migration *m = vm->mig;
     if (!m)
         return;
     atomic_store(&m->cancel, true);
     pthread_join(m->thread, NULL);
+    pthread_mutex_destroy(&m->lock);
     free(m);
-    vm->mig = NULL;
 }
 
-static const char *state_name(int s)
+const char *migrate_state_name(enum mig_state s)
 {
     static const char *names[] = {"none", "active", "completed", "failed", "cancelled"};
-    return s >= 0 && s <= MIG_CANCELLED ? names[s] : "unknown";
+    return s >= MIG_NONE && s <= MIG_CANCELLED ? names[s] : "unknown";
 }
 
-void migrate_status_json(struct vm *vm, char *out, size_t outlen)
+void migrate_progress(struct migration *m, struct mig_progress *out)
 {
-    struct migration *m = vm->mig;
-    if (!m) {
-        snprintf(out, outlen, "{\"ok\":true,\"migration\":\"none\"}");
+    memset(out, 0, sizeof(*out));
+    out->state = MIG_NONE;
+    if (!m)
         return;
-    }
     pthread_mutex_lock(&m->lock);
-    snprintf(out, outlen,
-             "{\"ok\":true,\"migration\":\"%s\",\"pass\":%u,\"ram_total\":%llu,"
-             "\"ram_remaining\":%llu,\"bytes_sent\":%llu,\"zero_pages\":%llu,"
-             "\"bandwidth\":%.0f,\"dirty_rate\":%.0f,\"expected_downtime_ms\":%.1f,"
-             "\"throttle_pct\":%u,\"total_ms\":%.1f,\"downtime_ms\":%.1f,\"error\":\"%s\"}",
-             state_name(atomic_load(&m->state)), m->pass, (unsigned long long)m->ram_total,
-             (unsigned long long)m->ram_remaining, (unsigned long long)m->bytes_sent,
-             (unsigned long long)m->zero_pages, m->bandwidth, m->dirty_rate,
-             m->expected_downtime_ms, m->throttle_pct, m->total_ms, m->downtime_ms, m->error);
+    out->state = atomic_load(&m->state);
+    out->pass = m->pass;
+    out->ram_total = m->ram_total;
+    out->ram_remaining = m->ram_remaining;
+    out->bytes_sent = m->bytes_sent;
+    out->zero_pages = m->zero_pages;
+    out->bandwidth = m->bandwidth;
+    out->dirty_rate = m->dirty_rate;
+    out->expected_downtime_ms = m->expected_downtime_ms;
+    out->throttle_pct = m->throttle_pct;
+    out->total_ms = m->total_ms;
+    out->downtime_ms = m->downtime_ms;
+    memcpy(out->error, m->error, sizeof(out->error));
     pthread_mutex_unlock(&m->lock);
 }

@@ -18,22 +18,37 @@ struct mig_params {
     uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
     unsigned timeout_s;     /* give up (cancel) or force the switchover after this */
     bool force_on_timeout;
-    bool auto_converge;     /* throttle vCPUs when the guest dirties faster than we send */
+    bool auto_converge; /* throttle vCPUs when the guest dirties faster than we send */
 };
 
 enum mig_state { MIG_NONE, MIG_ACTIVE, MIG_COMPLETED, MIG_FAILED, MIG_CANCELLED };
 
-/* Starts migrating vm in the background; -1 with a reason if one is already running. */
-int migrate_start(struct vm *vm, const struct mig_params *p, char *err, size_t errlen);
-void migrate_cancel(struct vm *vm);
-/* One JSON object (no newline) describing the migration's progress or result. */
-void migrate_status_json(struct vm *vm, char *out, size_t outlen);
-/* True once an outgoing migration has handed the guest over. */
-bool migrate_completed(struct vm *vm);
-/* Joins a finished migration thread (called when the VMM exits). */
-void migrate_cleanup(struct vm *vm);
+struct migration;
 
-/* Destination: accepts one connection on lfd (listening on uri: tcp_listen_uri), receives and loads everything into vm (created with the
- * same --mem/--cpus/disks, vCPUs not started), takes the disk locks and returns 0 when the
- * guest may run; -1 with a reason otherwise. Closes lfd. */
+/* Starts migrating vm in the background; NULL with a reason. The caller owns the handle
+ * (one migration at a time: it checks migrate_state first) and frees it with migrate_free. */
+struct migration *migrate_start(struct vm *vm, const struct mig_params *p, char *err,
+                                size_t errlen);
+/* MIG_NONE for NULL; MIG_COMPLETED once the guest was handed over. */
+enum mig_state migrate_state(struct migration *m);
+void migrate_cancel(struct migration *m);
+struct mig_progress {
+    enum mig_state state;
+    unsigned pass;
+    uint64_t ram_total, ram_remaining, bytes_sent, zero_pages;
+    double bandwidth, dirty_rate, expected_downtime_ms; /* bytes/s, bytes/s, ms */
+    unsigned throttle_pct;
+    double total_ms, downtime_ms;
+    char error[256];
+};
+
+/* A consistent snapshot of the migration's progress or result (m NULL: state MIG_NONE). */
+void migrate_progress(struct migration *m, struct mig_progress *out);
+const char *migrate_state_name(enum mig_state s);
+/* Cancels if still running, joins the migration thread and frees m (NULL: nothing). */
+void migrate_free(struct migration *m);
+
+/* Destination: accepts one connection on lfd (listening on uri: tcp_listen_uri), receives and loads
+ * everything into vm (created with the same --mem/--cpus/disks, vCPUs not started), takes the disk
+ * locks and returns 0 when the guest may run; -1 with a reason otherwise. Closes lfd. */
 int migrate_incoming(struct vm *vm, int lfd, const char *uri, char *err, size_t errlen);

@@ -10,69 +10,61 @@
 #include "block/block.h"
 #include "emu/nvme.h"
 #include "kvm/vm.h"
-#include "migrate/buf.h"
-
-#define CONFIG_VERSION 1
+#include "util/buf.h"
+#include "util/err.h"
 
 void proto_config_put(const struct vm *vm, struct mig_buf *b)
 {
-    mig_put_u16(b, CONFIG_VERSION);
     mig_put_u64(b, vm->mem.size);
     mig_put_u32(b, (uint32_t)vm->ncpus);
-    int n = vm->disks ? vm->disks->nr_ns : 0;
+    int n = vm->disks.nr_ns;
     mig_put_u32(b, (uint32_t)n);
     for (int i = 0; i < n; i++) {
-        mig_put_u64(b, vm->disks->ns[i].blk->size);
-        mig_put_u32(b, vm->disks->ns[i].lba_shift);
-        mig_put_u8(b, vm->disks->ns[i].blk->read_only);
+        mig_put_u64(b, vm->disks.ns[i].blk->size);
+        mig_put_u32(b, vm->disks.ns[i].lba_shift);
+        mig_put_u8(b, vm->disks.ns[i].blk->read_only);
     }
 }
 
-int proto_config_check(const struct vm *vm, struct mig_cursor *c, char *err, size_t errlen)
+int proto_config_check(const struct vm *vm, uint16_t ver, struct mig_cursor *c, char *err,
+                       size_t errlen)
 {
-    uint16_t ver = mig_get_u16(c);
     uint64_t mem = mig_get_u64(c);
     uint32_t cpus = mig_get_u32(c), n = mig_get_u32(c);
-    int have = vm->disks ? vm->disks->nr_ns : 0;
-    if (c->bad || ver != CONFIG_VERSION) {
-        snprintf(err, errlen, "configuration: unreadable (version %u)", ver);
-        return -1;
+    int have = vm->disks.nr_ns;
+    if (c->bad || ver != PROTO_CONFIG_VERSION) {
+        return err_set(err, errlen, "configuration: unreadable (version %u)", ver);
     }
     if (mem != vm->mem.size) {
-        snprintf(err, errlen, "guest RAM is %llu MiB in the stream, %llu MiB here (--mem)",
-                 (unsigned long long)(mem >> 20), (unsigned long long)(vm->mem.size >> 20));
-        return -1;
+        return err_set(err, errlen, "guest RAM is %llu MiB in the stream, %llu MiB here (--mem)",
+                       (unsigned long long)(mem >> 20), (unsigned long long)(vm->mem.size >> 20));
     }
     if (cpus != (uint32_t)vm->ncpus) {
-        snprintf(err, errlen, "%u vCPUs in the stream, %d here (--cpus)", cpus, vm->ncpus);
-        return -1;
+        return err_set(err, errlen, "%u vCPUs in the stream, %d here (--cpus)", cpus, vm->ncpus);
     }
     if (n != (uint32_t)have) {
-        snprintf(err, errlen, "%u disks in the stream, %d here", n, have);
-        return -1;
+        return err_set(err, errlen, "%u disks in the stream, %d here", n, have);
     }
     for (uint32_t i = 0; i < n; i++) {
         uint64_t size = mig_get_u64(c);
         uint32_t shift = mig_get_u32(c);
         uint8_t ro = mig_get_u8(c);
-        const struct nvme_ns_config *ns = &vm->disks->ns[i];
+        const struct nvme_ns_config *ns = &vm->disks.ns[i];
         if (c->bad) {
-            snprintf(err, errlen, "configuration: truncated");
-            return -1;
+            return err_set(err, errlen, "configuration: truncated");
         }
         if (size != ns->blk->size || shift != ns->lba_shift || ro != ns->blk->read_only) {
-            snprintf(err, errlen,
-                     "disk %u differs: %llu bytes, %u-byte LBAs%s in the stream; %s here is "
-                     "%llu bytes, %u-byte LBAs%s",
-                     i + 1, (unsigned long long)size, 1u << (shift & 31), ro ? ", ro" : "",
-                     ns->blk->path, (unsigned long long)ns->blk->size, 1u << ns->lba_shift,
-                     ns->blk->read_only ? ", ro" : "");
+            err_set(err, errlen,
+                    "disk %u differs: %llu bytes, %u-byte LBAs%s in the stream; %s here is "
+                    "%llu bytes, %u-byte LBAs%s",
+                    i + 1, (unsigned long long)size, 1u << (shift & 31), ro ? ", ro" : "",
+                    ns->blk->path, (unsigned long long)ns->blk->size, 1u << ns->lba_shift,
+                    ns->blk->read_only ? ", ro" : "");
             return -1;
         }
     }
     if (!mig_cursor_done(c)) {
-        snprintf(err, errlen, "configuration: unexpected trailing bytes");
-        return -1;
+        return err_set(err, errlen, "configuration: unexpected trailing bytes");
     }
     return 0;
 }

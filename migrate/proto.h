@@ -3,14 +3,19 @@
  * "RUNNING"). */
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_CONFIG_VERSION 1 /* of the MIG_SEC_CONFIG section */
 
 struct vm;
 struct mig_buf;
 struct mig_cursor;
 
 void proto_config_put(const struct vm *vm, struct mig_buf *b);
-/* 0 if the stream's configuration equals this VM's; -1 with the first difference. */
-int proto_config_check(const struct vm *vm, struct mig_cursor *c, char *err, size_t errlen);
+/* 0 if the stream's configuration (section version `version`) equals this VM's; -1 with
+ * the first difference. */
+int proto_config_check(const struct vm *vm, uint16_t version, struct mig_cursor *c, char *err,
+                       size_t errlen);
 
 int proto_write_line(int fd, const char *line);
 /* Reads one line (without the newline) within timeout_s seconds. 0 or -1. */

@@ -1,18 +1,17 @@
 #include "migrate/ram.h"
 
 #include <errno.h>
-#include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 
 #include "kvm/vm.h"
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "migrate/stream.h"
+#include "util/err.h"
 
-#define PAGE           GUEST_PAGE_SIZE
-#define PAGES_PER_SEC  256 /* one RAM section carries up to 1 MiB of page data */
+#define PAGE          GUEST_PAGE_SIZE
+#define PAGES_PER_SEC 256 /* one RAM section carries up to 1 MiB of page data */
 
 uint64_t ram_pages(const struct vm *vm)
 {
@@ -39,60 +38,9 @@ void ram_bitmap_fill(uint64_t *bm, uint64_t pages)
         bm[p / 64] |= 1ULL << (p % 64);
 }
 
-static int set_slot_flags(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host,
-                          uint32_t flags)
-{
-    struct kvm_userspace_memory_region r = {.slot = slot, .flags = flags, .guest_phys_addr = gpa,
-                                            .memory_size = size,
-                                            .userspace_addr = (uint64_t)(uintptr_t)host};
-    return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
-}
-
-int ram_dirty_log(struct vm *vm, bool on)
-{
-    uint32_t flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0;
-    int r = set_slot_flags(vm, 0, 0, vm->mem.low_size, vm->mem.host, flags);
-    if (!r && vm->mem.high_size)
-        r = set_slot_flags(vm, 1, GUEST_4G, vm->mem.high_size, vm->mem.host + vm->mem.low_size,
-                           flags);
-    if (!r && on && !vm->mem.dirty && guest_mem_dirty_enable(&vm->mem) < 0)
-        r = -ENOMEM;
-    return r;
-}
-
-/* KVM_GET_DIRTY_LOG returns and clears one slot's bitmap; OR it in at page offset base. */
-static void sync_slot(struct vm *vm, uint32_t slot, uint64_t slot_pages, uint64_t base,
-                      uint64_t *bm)
-{
-    uint64_t words = (slot_pages + 63) / 64;
-    uint64_t *tmp = calloc(words, sizeof(uint64_t));
-    if (!tmp)
-        return;
-    struct kvm_dirty_log log = {.slot = slot, .dirty_bitmap = tmp};
-    if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) == 0) {
-        for (uint64_t w = 0; w < words; w++) {
-            uint64_t bits = tmp[w];
-            while (bits) {
-                uint64_t p = base + w * 64 + (uint64_t)__builtin_ctzll(bits);
-                bm[p / 64] |= 1ULL << (p % 64);
-                bits &= bits - 1;
-            }
-        }
-    } else {
-        /* Without a log we cannot know what changed: resend the whole slot. */
-        for (uint64_t p = 0; p < slot_pages; p++)
-            bm[(base + p) / 64] |= 1ULL << ((base + p) % 64);
-    }
-    free(tmp);
-}
-
 uint64_t ram_dirty_sync(struct vm *vm, uint64_t *bm)
 {
-    uint64_t low_pages = vm->mem.low_size / PAGE;
-    sync_slot(vm, 0, low_pages, 0, bm);
-    if (vm->mem.high_size)
-        sync_slot(vm, 1, vm->mem.high_size / PAGE, low_pages, bm);
-    guest_mem_dirty_collect(&vm->mem, bm);
+    vm_dirty_log_sync(vm, bm);
     return ram_bitmap_count(bm, ram_pages(vm));
 }
 
@@ -105,8 +53,8 @@ static bool page_is_zero(const uint8_t *p)
     return true;
 }
 
-int ram_send(struct vm *vm, struct mig_stream *s, uint64_t *bm, bool first_pass,
-             uint64_t max_pages, struct ram_send_stats *st)
+int ram_send(struct vm *vm, struct mig_stream *s, uint64_t *bm, bool first_pass, uint64_t max_pages,
+             struct ram_send_stats *st)
 {
     uint64_t pages = ram_pages(vm), done = 0;
     struct mig_buf b;
@@ -130,7 +78,8 @@ int ram_send(struct vm *vm, struct mig_stream *s, uint64_t *bm, bool first_pass,
                 st->pages++;
             }
             if (++in_batch == PAGES_PER_SEC) {
-                ret = b.oom ? -ENOMEM : mig_write_section(s, MIG_SEC_RAM, 1, b.data, b.len);
+                ret = b.oom ? -ENOMEM
+                            : mig_write_section(s, MIG_SEC_RAM, RAM_SECTION_VERSION, b.data, b.len);
                 b.len = 0;
                 in_batch = 0;
             }
@@ -140,7 +89,8 @@ int ram_send(struct vm *vm, struct mig_stream *s, uint64_t *bm, bool first_pass,
     }
 out:
     if (!ret && in_batch)
-        ret = b.oom ? -ENOMEM : mig_write_section(s, MIG_SEC_RAM, 1, b.data, b.len);
+        ret =
+            b.oom ? -ENOMEM : mig_write_section(s, MIG_SEC_RAM, RAM_SECTION_VERSION, b.data, b.len);
     mig_buf_free(&b);
     return ret;
 }
@@ -153,16 +103,15 @@ int ram_receive(struct vm *vm, const uint8_t *payload, size_t len, char *err, si
         uint64_t rec = mig_get_u64(&c);
         uint64_t off = rec & ~(PAGE - 1);
         if (c.bad || (rec & (PAGE - 1) & ~RAM_REC_ZERO) || off >= vm->mem.size) {
-            snprintf(err, errlen, "RAM: bad page record 0x%llx (RAM is %llu MiB)",
-                     (unsigned long long)rec, (unsigned long long)(vm->mem.size >> 20));
-            return -1;
+            return err_set(err, errlen, "RAM: bad page record 0x%llx (RAM is %llu MiB)",
+                           (unsigned long long)rec, (unsigned long long)(vm->mem.size >> 20));
         }
         uint8_t *dst = vm->mem.host + off;
         if (rec & RAM_REC_ZERO) {
             memset(dst, 0, PAGE);
         } else if (!mig_get_bytes(&c, dst, PAGE)) {
-            snprintf(err, errlen, "RAM: truncated page at offset 0x%llx", (unsigned long long)off);
-            return -1;
+            return err_set(err, errlen, "RAM: truncated page at offset 0x%llx",
+                           (unsigned long long)off);
         }
     }
     return 0;

@@ -9,7 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
+#include "util/err.h"
+#include "util/le.h"
 
 #define MIG_HDR_SIZE 16
 /* Small sections (device state, page batches) are coalesced up to this size so the socket
@@ -27,20 +29,6 @@ void mig_stream_free(struct mig_stream *s)
     free(s->wbuf);
     s->wbuf = NULL;
     s->wlen = s->wcap = 0;
-}
-
-static void le_put(uint8_t *p, uint64_t v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t le_get(const uint8_t *p, size_t n)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
 }
 
 /* Waits until fd is ready: the caller may hand us a non-blocking socket. */
@@ -125,8 +113,8 @@ int mig_write_header(struct mig_stream *s)
 {
     uint8_t h[MIG_HDR_SIZE];
     memcpy(h, MIG_MAGIC, 8);
-    le_put(h + 8, MIG_VERSION, 4);
-    le_put(h + 12, 0, 4); /* flags: none defined */
+    le_put(h + 8, 4, MIG_VERSION);
+    le_put(h + 12, 4, 0); /* flags: none defined */
     return append(s, h, sizeof(h));
 }
 
@@ -134,12 +122,12 @@ static int write_section(struct mig_stream *s, uint32_t id, uint16_t version, co
                          size_t len)
 {
     uint8_t h[MIG_SECTION_HDR];
-    le_put(h, id, 4);
-    le_put(h + 4, version, 2);
-    le_put(h + 6, 0, 2);
-    le_put(h + 8, len, 8);
-    le_put(h + 16, mig_crc32c(0, payload, len), 4);
-    le_put(h + 20, 0, 4);
+    le_put(h, 4, id);
+    le_put(h + 4, 2, version);
+    le_put(h + 6, 2, 0);
+    le_put(h + 8, 8, len);
+    le_put(h + 16, 4, mig_crc32c(0, payload, len));
+    le_put(h + 20, 4, 0);
     int ret = append(s, h, sizeof(h));
     if (ret == 0 && len > 0)
         ret = append(s, payload, len);
@@ -206,12 +194,10 @@ static int refuse(struct mig_stream *s, int err, char *buf, size_t len, const ch
 
 static int refuse(struct mig_stream *s, int err, char *buf, size_t len, const char *fmt, ...)
 {
-    if (buf && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, len, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    err_vset(buf, len, fmt, ap);
+    va_end(ap);
     if (!s->error)
         s->error = err;
     return -1;
@@ -220,7 +206,7 @@ static int refuse(struct mig_stream *s, int err, char *buf, size_t len, const ch
 static int already_failed(struct mig_stream *s, char *err, size_t errlen)
 {
     if (err && errlen)
-        snprintf(err, errlen, "migration stream already failed: %s", strerror(s->error));
+        err_set(err, errlen, "migration stream already failed: %s", strerror(s->error));
     return -1;
 }
 

@@ -12,24 +12,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MIG_MAGIC          "NVMEVMIG"
-#define MIG_VERSION        1
-#define MIG_SECTION_HDR    24
-#define MIG_MAX_SECTION    (64u << 20) /* no section payload is larger */
+#define MIG_MAGIC       "NVMEVMIG"
+#define MIG_VERSION     1
+#define MIG_SECTION_HDR 24
+#define MIG_MAX_SECTION (64u << 20) /* no section payload is larger */
 
+/* The stream's own sections. The VM's state travels in sections its owners name: the VM
+ * (VM_SECTION_KVM, VM_SECTION_VCPU + i in kvm/vm.h) and each device (its *_SECTION,
+ * hw/device.h); migrate/ passes them through to vm_load_section without looking inside. */
 enum mig_section_id {
-    MIG_SEC_CONFIG = 1,   /* RAM size, vCPU count, disks: must equal the destination's */
-    MIG_SEC_RAM = 2,      /* a batch of pages */
-    MIG_SEC_VCPU = 0x10,  /* + vCPU index (0..63) */
-    MIG_SEC_IRQCHIP = 0x60,
-    MIG_SEC_PIT = 0x61,
-    MIG_SEC_CLOCK = 0x62,
-    MIG_SEC_UART = 0x70,
-    MIG_SEC_I8042 = 0x71,
-    MIG_SEC_RTC = 0x72,
-    MIG_SEC_PCI = 0x73,   /* config space of every PCI function */
-    MIG_SEC_MSIX = 0x74,
-    MIG_SEC_NVME = 0x80,
+    MIG_SEC_CONFIG = 1, /* RAM size, vCPU count, disks: must equal the destination's */
+    MIG_SEC_RAM = 2,    /* a batch of pages */
     MIG_SEC_END = 0xffffffffu,
 };
 

@@ -10,18 +10,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "util/err.h"
+
 /* Splits "tcp:HOST:PORT" (HOST may be [v6addr] or empty for "any"). */
-static int parse(const char *uri, char *host, size_t hostlen, char *port, size_t portlen,
-                 char *err, size_t errlen)
+static int parse(const char *uri, char *host, size_t hostlen, char *port, size_t portlen, char *err,
+                 size_t errlen)
 {
     if (strncmp(uri, "tcp:", 4) != 0) {
-        snprintf(err, errlen, "%s: expected tcp:HOST:PORT", uri);
-        return -1;
+        return err_set(err, errlen, "%s: expected tcp:HOST:PORT", uri);
     }
     const char *h = uri + 4, *colon = strrchr(h, ':');
     if (!colon || !colon[1]) {
-        snprintf(err, errlen, "%s: missing port (tcp:HOST:PORT)", uri);
-        return -1;
+        return err_set(err, errlen, "%s: missing port (tcp:HOST:PORT)", uri);
     }
     size_t hl = (size_t)(colon - h);
     if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
@@ -29,8 +29,7 @@ static int parse(const char *uri, char *host, size_t hostlen, char *port, size_t
         hl -= 2;
     }
     if (hl >= hostlen || strlen(colon + 1) >= portlen) {
-        snprintf(err, errlen, "%s: address too long", uri);
-        return -1;
+        return err_set(err, errlen, "%s: address too long", uri);
     }
     memcpy(host, h, hl);
     host[hl] = '\0';
@@ -38,8 +37,7 @@ static int parse(const char *uri, char *host, size_t hostlen, char *port, size_t
     return 0;
 }
 
-static int resolve(const char *uri, bool passive, struct addrinfo **res, char *err,
-                   size_t errlen)
+static int resolve(const char *uri, bool passive, struct addrinfo **res, char *err, size_t errlen)
 {
     char host[256], port[32];
     if (parse(uri, host, sizeof(host), port, sizeof(port), err, errlen) < 0)
@@ -47,8 +45,7 @@ static int resolve(const char *uri, bool passive, struct addrinfo **res, char *e
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0};
     int r = getaddrinfo(*host ? host : NULL, port, &hints, res);
     if (r) {
-        snprintf(err, errlen, "%s: %s", uri, gai_strerror(r));
-        return -1;
+        return err_set(err, errlen, "%s: %s", uri, gai_strerror(r));
     }
     return 0;
 }
@@ -85,8 +82,10 @@ static int open_first(const char *uri, bool passive, char *err, size_t errlen)
     }
     freeaddrinfo(res);
     if (fd < 0)
-        snprintf(err, errlen, "%s: %s", uri,
-                 strerror(saved ? saved : passive ? EADDRNOTAVAIL : ECONNREFUSED));
+        err_set(err, errlen, "%s: %s", uri,
+                strerror(saved     ? saved
+                         : passive ? EADDRNOTAVAIL
+                                   : ECONNREFUSED));
     return fd;
 }
 

@@ -83,6 +83,6 @@ void guest_mem_dirty_collect(struct guest_mem *m, uint64_t *out)
         return;
     uint64_t pages = (m->size + GUEST_PAGE_SIZE - 1) >> GUEST_PAGE_SHIFT;
     for (uint64_t i = 0; i < (pages + 63) / 64; i++)
-        out[i] |= atomic_exchange_explicit((_Atomic uint64_t *)&m->dirty[i], 0,
-                                           memory_order_relaxed);
+        out[i] |=
+            atomic_exchange_explicit((_Atomic uint64_t *)&m->dirty[i], 0, memory_order_relaxed);
 }

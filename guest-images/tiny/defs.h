@@ -54,11 +54,11 @@
  * Exit codes written to the debug-exit port: byte v -> VMM exit status (v << 1) | 1.
  * v must stay below 128 so the status fits in 8 bits.
  */
-#define EXIT_PASS        0
-#define EXIT_FAIL        1  /* a test's check failed */
-#define EXIT_TIMEOUT     2  /* a bounded wait expired */
-#define EXIT_BADARGS     3  /* unknown test / bad cmdline value */
-#define EXIT_MISMATCH    4  /* checksum differs from expect= */
-#define EXIT_BOOT        5  /* bad multiboot magic */
-#define EXIT_EXCEPTION   64 /* + vector (0..31): unexpected CPU exception */
-#define EXIT_UNEXPECTED  96 /* unexpected interrupt vector >= 32 */
+#define EXIT_PASS       0
+#define EXIT_FAIL       1  /* a test's check failed */
+#define EXIT_TIMEOUT    2  /* a bounded wait expired */
+#define EXIT_BADARGS    3  /* unknown test / bad cmdline value */
+#define EXIT_MISMATCH   4  /* checksum differs from expect= */
+#define EXIT_BOOT       5  /* bad multiboot magic */
+#define EXIT_EXCEPTION  64 /* + vector (0..31): unexpected CPU exception */
+#define EXIT_UNEXPECTED 96 /* unexpected interrupt vector >= 32 */

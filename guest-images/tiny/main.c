@@ -120,8 +120,8 @@ void user_main(unsigned cpu)
     o.test = test_name;
     o.cmdline = cmdline;
     if (o.verbose)
-        kprintf("tiny: multiboot flags=0x%x mem_lower=%uK mem_upper=%uK cmdline='%s'\n",
-                mbi->flags, (mbi->flags & MB_INFO_MEM) ? mbi->mem_lower : 0,
+        kprintf("tiny: multiboot flags=0x%x mem_lower=%uK mem_upper=%uK cmdline='%s'\n", mbi->flags,
+                (mbi->flags & MB_INFO_MEM) ? mbi->mem_lower : 0,
                 (mbi->flags & MB_INFO_MEM) ? mbi->mem_upper : 0, cmdline);
     if (o.verbose)
         kprintf("tiny: tsc from multiboot entry to ring 3: %lu\n", ring3_tsc - boot_tsc);

@@ -6,12 +6,12 @@
  */
 #include "tiny.h"
 
-#define UART_THR 0
-#define UART_IER 1
-#define UART_FCR 2
-#define UART_LCR 3
-#define UART_LSR 5
-#define LSR_THRE 0x20
+#define UART_THR        0
+#define UART_IER        1
+#define UART_FCR        2
+#define UART_LCR        3
+#define UART_LSR        5
+#define LSR_THRE        0x20
 #define THRE_SPIN_LIMIT 100000 /* never hang on a broken UART: write anyway */
 #define TX_FIFO_SIZE    16
 

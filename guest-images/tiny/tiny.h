@@ -90,8 +90,8 @@ static inline uint32_t atomic_inc32(volatile uint32_t *p)
 }
 
 /* ---- symbols from the assembly files ---- */
-extern uint32_t mb_magic, mb_info;             /* EAX / EBX at the multiboot entry */
-extern uint64_t boot_tsc;                      /* TSC at the multiboot entry */
+extern uint32_t mb_magic, mb_info; /* EAX / EBX at the multiboot entry */
+extern uint64_t boot_tsc;          /* TSC at the multiboot entry */
 extern uint64_t gdt[GDT_ENTRIES];
 extern const char trampoline_start[], trampoline_end[];
 extern volatile uint64_t timer_ticks;          /* counted by the LAPIC timer handler */

@@ -26,7 +26,7 @@
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
 #include "kvm/vmstate.h"
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "util/size.h"
 
 #define HARNESS_FAIL  100

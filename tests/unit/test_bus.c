@@ -4,7 +4,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "kvm/bus.h"
+#include "hw/bus.h"
 
 /* A fake device that records its last access and answers reads with a tag. */
 struct fake {

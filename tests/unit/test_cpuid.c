@@ -16,8 +16,7 @@ static int make(struct kvm_cpuid_entry2 *e)
     return n;
 }
 
-static struct kvm_cpuid_entry2 *find(struct kvm_cpuid_entry2 *e, int n, uint32_t fn,
-                                     uint32_t idx)
+static struct kvm_cpuid_entry2 *find(struct kvm_cpuid_entry2 *e, int n, uint32_t fn, uint32_t idx)
 {
     for (int i = 0; i < n; i++)
         if (e[i].function == fn && e[i].index == idx)

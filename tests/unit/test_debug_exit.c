@@ -1,7 +1,7 @@
 #include <criterion/criterion.h>
 
-#include "kvm/bus.h"
-#include "kvm/debug_exit.h"
+#include "hw/bus.h"
+#include "hw/debug_exit.h"
 
 static int exits;
 static int last_status;

@@ -8,12 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvm/i8042.h"
-#include "kvm/msix.h"
-#include "kvm/pci.h"
-#include "kvm/rtc.h"
-#include "kvm/uart.h"
-#include "migrate/buf.h"
+#include "hw/i8042.h"
+#include "hw/msix.h"
+#include "hw/pci.h"
+#include "hw/rtc.h"
+#include "hw/uart.h"
+#include "util/buf.h"
 
 /* ---- helpers shared by all devices ---- */
 

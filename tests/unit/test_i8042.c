@@ -1,7 +1,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "kvm/i8042.h"
+#include "hw/i8042.h"
 
 #define DATA   0
 #define STATUS 4

@@ -9,8 +9,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "migrate/stream.h"
+
+/* Any section ids do for the codec: these are two devices' and a vCPU's. */
+#define MIG_SEC_UART 0x70
+#define MIG_SEC_VCPU 0x10
+#define MIG_SEC_RTC  0x72
 
 /* ---- CRC32C ---- */
 

@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "kvm/msix.h"
+#include "hw/msix.h"
 
 static int delivered[8];
 static uint32_t last_data;
@@ -110,7 +110,7 @@ Test(msix, hostile_accesses)
     cr_assert_eq(buf[0], 0);
     msix_table_io(&m, 2, buf, 4, true); /* misaligned: ignored */
     msix_table_io(&m, 0, buf, 2, true); /* 16-bit: ignored */
-    msix_notify(&m, 100); /* out of range */
+    msix_notify(&m, 100);               /* out of range */
     uint32_t v = 0xffffffff;
     w32(12, v);
     msix_table_io(&m, 12, (uint8_t *)&v, 4, false);

@@ -76,15 +76,23 @@ Test(multiboot, hostile_kludge_fields_refused)
 static void elf_image(uint32_t filesz, uint32_t memsz, uint16_t machine)
 {
     memset(img, 0, sizeof(img));
-    Elf32_Ehdr eh = {.e_type = ET_EXEC, .e_machine = machine, .e_version = 1,
-                     .e_entry = 0x100010, .e_phoff = sizeof(Elf32_Ehdr),
-                     .e_ehsize = sizeof(Elf32_Ehdr), .e_phentsize = sizeof(Elf32_Phdr),
+    Elf32_Ehdr eh = {.e_type = ET_EXEC,
+                     .e_machine = machine,
+                     .e_version = 1,
+                     .e_entry = 0x100010,
+                     .e_phoff = sizeof(Elf32_Ehdr),
+                     .e_ehsize = sizeof(Elf32_Ehdr),
+                     .e_phentsize = sizeof(Elf32_Phdr),
                      .e_phnum = 1};
     memcpy(eh.e_ident, ELFMAG, SELFMAG);
     eh.e_ident[EI_CLASS] = ELFCLASS32;
     memcpy(img, &eh, sizeof(eh));
-    Elf32_Phdr ph = {.p_type = PT_LOAD, .p_offset = 0x1000, .p_paddr = 0x100000,
-                     .p_vaddr = 0x100000, .p_filesz = filesz, .p_memsz = memsz};
+    Elf32_Phdr ph = {.p_type = PT_LOAD,
+                     .p_offset = 0x1000,
+                     .p_paddr = 0x100000,
+                     .p_vaddr = 0x100000,
+                     .p_filesz = filesz,
+                     .p_memsz = memsz};
     memcpy(img + sizeof(eh), &ph, sizeof(ph));
     uint32_t flags = 0;
     put32(0x1000, MULTIBOOT_HEADER_MAGIC);

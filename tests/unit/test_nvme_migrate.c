@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
 #include "tests/unit/nvme_host.h"
 
 #define QD      16 /* I/O queue depth: a CQ holds 15 entries */

@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "kvm/pci.h"
+#include "hw/pci.h"
 
 #define MMIO_BASE 0xc0000000ULL
 #define MMIO_SIZE 0x10000000ULL

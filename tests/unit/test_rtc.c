@@ -1,7 +1,7 @@
 /* CMOS RTC: the registers Linux's rtc_cmos and its clock read use. */
 #include <criterion/criterion.h>
 
-#include "kvm/rtc.h"
+#include "hw/rtc.h"
 
 static time_t fixed(void)
 {

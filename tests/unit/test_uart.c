@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kvm/uart.h"
+#include "hw/uart.h"
 
 enum {
     RBR = 0,

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvm/console.h"
+#include "app/console.h"
 #include "util/guest_mem.h"
 #include "util/size.h"
 
@@ -97,7 +97,11 @@ Test(console, ctrl_a_x_quits_and_ctrl_a_ctrl_a_is_literal)
     size_t n = console_filter_input(&f, in1, sizeof(in1), out, &quit);
     cr_assert_not(quit);
     cr_assert_eq(n, 3);
-    cr_assert_eq(memcmp(out, "a\x01" "b", 3), 0);
+    cr_assert_eq(memcmp(out,
+                        "a\x01"
+                        "b",
+                        3),
+                 0);
     const uint8_t in2[] = {'c', 0x01};
     n = console_filter_input(&f, in2, sizeof(in2), out, &quit);
     cr_assert_eq(n, 1);

@@ -14,15 +14,23 @@ static uint8_t elf[64 * 1024];
 static void make_elf(void)
 {
     memset(elf, 0x90, sizeof(elf));
-    Elf64_Ehdr eh = {.e_type = ET_EXEC, .e_machine = EM_X86_64, .e_version = 1,
-                     .e_entry = 0x1000000, .e_phoff = sizeof(Elf64_Ehdr),
-                     .e_ehsize = sizeof(Elf64_Ehdr), .e_phentsize = sizeof(Elf64_Phdr),
+    Elf64_Ehdr eh = {.e_type = ET_EXEC,
+                     .e_machine = EM_X86_64,
+                     .e_version = 1,
+                     .e_entry = 0x1000000,
+                     .e_phoff = sizeof(Elf64_Ehdr),
+                     .e_ehsize = sizeof(Elf64_Ehdr),
+                     .e_phentsize = sizeof(Elf64_Phdr),
                      .e_phnum = 1};
     memcpy(eh.e_ident, ELFMAG, SELFMAG);
     eh.e_ident[EI_CLASS] = ELFCLASS64;
     memcpy(elf, &eh, sizeof(eh));
-    Elf64_Phdr ph = {.p_type = PT_LOAD, .p_offset = 0x1000, .p_vaddr = 0xffffffff81000000,
-                     .p_paddr = 0x1000000, .p_filesz = 0x2000, .p_memsz = 0x5000};
+    Elf64_Phdr ph = {.p_type = PT_LOAD,
+                     .p_offset = 0x1000,
+                     .p_vaddr = 0xffffffff81000000,
+                     .p_paddr = 0x1000000,
+                     .p_filesz = 0x2000,
+                     .p_memsz = 0x5000};
     memcpy(elf + sizeof(eh), &ph, sizeof(ph));
 }
 
@@ -31,15 +39,14 @@ static size_t make_bzimage(uint8_t *out, size_t cap, struct bzimage_info *info)
 {
     memset(out, 0, 5 * 512);
     size_t xz_len = 0;
-    cr_assert_eq(lzma_easy_buffer_encode(1, LZMA_CHECK_CRC32, NULL, elf, sizeof(elf),
-                                         out + 5 * 512, &xz_len, cap - 5 * 512 - 4),
+    cr_assert_eq(lzma_easy_buffer_encode(1, LZMA_CHECK_CRC32, NULL, elf, sizeof(elf), out + 5 * 512,
+                                         &xz_len, cap - 5 * 512 - 4),
                  LZMA_OK);
     uint32_t usize = sizeof(elf), off = 0, len = (uint32_t)xz_len + 4;
     memcpy(out + 5 * 512 + xz_len, &usize, 4);
     memcpy(out + 0x248, &off, 4);
     memcpy(out + 0x24c, &len, 4);
-    *info = (struct bzimage_info){.version = 0x020f, .setup_size = 5 * 512,
-                                  .pm_size = xz_len + 4};
+    *info = (struct bzimage_info){.version = 0x020f, .setup_size = 5 * 512, .pm_size = xz_len + 4};
     return 5 * 512 + xz_len + 4;
 }
 

@@ -1,11 +1,12 @@
-#include "kvm/rtc.h"
+#include "hw/rtc.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
+#include "util/err.h"
 
 #define REG_SECONDS 0x00
 #define REG_MINUTES 0x02
@@ -20,9 +21,9 @@
 #define REG_D       0x0d
 #define REG_CENTURY 0x32
 
-#define B_24H    0x02
-#define B_BINARY 0x04
-#define D_VALID  0x80
+#define B_24H         0x02
+#define B_BINARY      0x04
+#define D_VALID       0x80
 #define A_DIVIDER_32K 0x26 /* 32.768 kHz time base, 1024 Hz rate; UIP (bit 7) never set */
 
 struct rtc {
@@ -76,35 +77,57 @@ static uint8_t read_reg(struct rtc *r, uint8_t reg)
     struct tm tm;
     gmtime_r(&t, &tm);
     switch (reg) {
-    case REG_SECONDS: return encode(r, tm.tm_sec);
-    case REG_MINUTES: return encode(r, tm.tm_min);
+    case REG_SECONDS:
+        return encode(r, tm.tm_sec);
+    case REG_MINUTES:
+        return encode(r, tm.tm_min);
     case REG_HOURS:
         if (r->ram[REG_B] & B_24H)
             return encode(r, tm.tm_hour);
         /* 12-hour mode: 1..12, bit 7 = PM */
         return (uint8_t)(encode(r, tm.tm_hour % 12 ? tm.tm_hour % 12 : 12) |
                          (tm.tm_hour >= 12 ? 0x80 : 0));
-    case REG_WEEKDAY: return encode(r, tm.tm_wday + 1);
-    case REG_DAY: return encode(r, tm.tm_mday);
-    case REG_MONTH: return encode(r, tm.tm_mon + 1);
-    case REG_YEAR: return encode(r, tm.tm_year % 100);
-    case REG_CENTURY: return encode(r, (tm.tm_year + 1900) / 100);
-    case REG_C: return 0; /* no interrupt flags: we raise no RTC interrupts */
-    default: return r->ram[reg];
+    case REG_WEEKDAY:
+        return encode(r, tm.tm_wday + 1);
+    case REG_DAY:
+        return encode(r, tm.tm_mday);
+    case REG_MONTH:
+        return encode(r, tm.tm_mon + 1);
+    case REG_YEAR:
+        return encode(r, tm.tm_year % 100);
+    case REG_CENTURY:
+        return encode(r, (tm.tm_year + 1900) / 100);
+    case REG_C:
+        return 0; /* no interrupt flags: we raise no RTC interrupts */
+    default:
+        return r->ram[reg];
     }
 }
 
 static void write_reg(struct rtc *r, uint8_t reg, uint8_t v)
 {
     switch (reg) {
-    case REG_A: r->ram[REG_A] = (uint8_t)(v & 0x7f); break;
-    case REG_B: r->ram[REG_B] = v; break;
+    case REG_A:
+        r->ram[REG_A] = (uint8_t)(v & 0x7f);
+        break;
+    case REG_B:
+        r->ram[REG_B] = v;
+        break;
     case REG_C:
-    case REG_D: break; /* read-only */
-    case REG_SECONDS: case REG_MINUTES: case REG_HOURS: case REG_WEEKDAY:
-    case REG_DAY: case REG_MONTH: case REG_YEAR: case REG_CENTURY:
+    case REG_D:
+        break; /* read-only */
+    case REG_SECONDS:
+    case REG_MINUTES:
+    case REG_HOURS:
+    case REG_WEEKDAY:
+    case REG_DAY:
+    case REG_MONTH:
+    case REG_YEAR:
+    case REG_CENTURY:
         break; /* the clock follows the host */
-    default: r->ram[reg] = v; break;
+    default:
+        r->ram[reg] = v;
+        break;
     }
 }
 
@@ -149,36 +172,30 @@ int rtc_load(struct rtc *r, struct mig_cursor *c, char *err, size_t errlen)
 {
     uint16_t version = mig_get_u16(c);
     if (c->bad) {
-        snprintf(err, errlen, "rtc: state truncated before version");
-        return -1;
+        return err_set(err, errlen, "rtc: state truncated before version");
     }
     if (version != RTC_STATE_VERSION) {
-        snprintf(err, errlen, "rtc: state version %u, this nvmevm reads %u", version,
-                 RTC_STATE_VERSION);
-        return -1;
+        return err_set(err, errlen, "rtc: state version %u, this nvmevm reads %u", version,
+                       RTC_STATE_VERSION);
     }
     uint8_t index = mig_get_u8(c);
     uint8_t ram[RTC_RAM_SIZE];
     if (!mig_get_bytes(c, ram, sizeof(ram))) {
-        snprintf(err, errlen, "rtc: state truncated in CMOS RAM");
-        return -1;
+        return err_set(err, errlen, "rtc: state truncated in CMOS RAM");
     }
     /* The values below are ones no guest write can produce (see rtc_io and write_reg). */
     if (index >= RTC_RAM_SIZE) {
-        snprintf(err, errlen, "rtc: index 0x%02x beyond CMOS RAM", index);
-        return -1;
+        return err_set(err, errlen, "rtc: index 0x%02x beyond CMOS RAM", index);
     }
     if (ram[REG_A] & A_UIP) {
-        snprintf(err, errlen, "rtc: register A 0x%02x has UIP set", ram[REG_A]);
-        return -1;
+        return err_set(err, errlen, "rtc: register A 0x%02x has UIP set", ram[REG_A]);
     }
     if (ram[REG_D] != D_VALID) {
-        snprintf(err, errlen, "rtc: register D 0x%02x is read-only 0x%02x", ram[REG_D], D_VALID);
-        return -1;
+        return err_set(err, errlen, "rtc: register D 0x%02x is read-only 0x%02x", ram[REG_D],
+                       D_VALID);
     }
     if (!mig_cursor_done(c)) {
-        snprintf(err, errlen, "rtc: %zu trailing bytes after state", c->len - c->pos);
-        return -1;
+        return err_set(err, errlen, "rtc: %zu trailing bytes after state", c->len - c->pos);
     }
     pthread_mutex_lock(&r->lock);
     r->index = index;
@@ -186,3 +203,33 @@ int rtc_load(struct rtc *r, struct mig_cursor *c, char *err, size_t errlen)
     pthread_mutex_unlock(&r->lock);
     return 0;
 }
+
+/* ---- the device table entry (hw/device.h) ---- */
+
+static int save_op(void *dev, struct mig_buf *b, char *err, size_t errlen)
+{
+    rtc_save(dev, b);
+    return 0;
+}
+
+static int load_op(void *dev, struct mig_cursor *c, char *err, size_t errlen)
+{
+    return rtc_load(dev, c, err, errlen);
+}
+
+static void free_op(void *dev)
+{
+    rtc_free(dev);
+}
+
+const struct device_ops rtc_device = {
+    .name = "rtc",
+    .section = RTC_SECTION,
+    .version = 1,
+    .pio_base = RTC_BASE,
+    .pio_len = RTC_LEN,
+    .pio = rtc_io,
+    .save = save_op,
+    .load = load_op,
+    .free = free_op,
+};

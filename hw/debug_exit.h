@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "hw/device.h"
+
 #define DEBUG_EXIT_BASE 0x501
 #define DEBUG_EXIT_LEN  2
 
@@ -17,3 +19,6 @@ struct debug_exit;
 struct debug_exit *debug_exit_new(void (*exit_cb)(void *opaque, int status), void *opaque);
 void debug_exit_free(struct debug_exit *d);
 void debug_exit_io(void *debug_exit, uint64_t offset, uint8_t *data, uint32_t len, bool is_write);
+
+/* How the VM creates, saves, loads and frees it (hw/device.h). */
+extern const struct device_ops debug_exit_device;

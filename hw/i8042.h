@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hw/device.h"
+
 #define I8042_BASE 0x60 /* data 0x60, status/command 0x64: register 5 ports */
 #define I8042_LEN  5
 
@@ -17,7 +19,11 @@ struct mig_cursor;
 struct i8042 *i8042_new(void (*reset)(void *opaque), void *opaque);
 void i8042_free(struct i8042 *k);
 void i8042_io(void *i8042, uint64_t offset, uint8_t *data, uint32_t len, bool is_write);
-/* Migration (MIG_SEC_I8042): control register, half-done command, pending response byte.
+/* Migration (I8042_SECTION): control register, half-done command, pending response byte.
  * Load refuses a bad state with a one-line reason in err and leaves k unchanged. */
 void i8042_save(struct i8042 *k, struct mig_buf *b);
 int i8042_load(struct i8042 *k, struct mig_cursor *c, char *err, size_t errlen);
+
+#define I8042_SECTION 0x71 /* migration section */
+/* How the VM creates, saves, loads and frees it (hw/device.h). */
+extern const struct device_ops i8042_device;

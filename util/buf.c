@@ -1,8 +1,10 @@
-#include "migrate/buf.h"
+#include "util/buf.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/le.h"
 
 /* ---- mig_buf: append-only little-endian writer ---- */
 
@@ -52,10 +54,8 @@ static uint8_t *reserve(struct mig_buf *b, size_t n)
 static void put_le(struct mig_buf *b, uint64_t v, size_t n)
 {
     uint8_t *p = reserve(b, n);
-    if (!p)
-        return;
-    for (size_t i = 0; i < n; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
+    if (p)
+        le_put(p, n, v);
 }
 
 void mig_put_u8(struct mig_buf *b, uint8_t v)
@@ -112,10 +112,7 @@ static const uint8_t *take(struct mig_cursor *c, size_t n)
 static uint64_t get_le(struct mig_cursor *c, size_t n)
 {
     const uint8_t *p = take(c, n);
-    uint64_t v = 0;
-    for (size_t i = 0; p && i < n; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
+    return p ? le_get(p, n) : 0;
 }
 
 uint8_t mig_get_u8(struct mig_cursor *c)

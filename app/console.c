@@ -1,4 +1,4 @@
-#include "kvm/console.h"
+#include "app/console.h"
 
 #include <stdlib.h>
 #include <termios.h>

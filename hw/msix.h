@@ -10,7 +10,6 @@
 #include <stdint.h>
 
 #define MSIX_MAX_VECTORS 128
-#define MSIX_CAP_ID      0x11
 #define MSIX_CAP_SIZE    12
 #define MSIX_ENTRY_SIZE  16
 
@@ -21,8 +20,7 @@ struct msix_ops {
     /* Fire vector vec (unmasked, enabled) with its current address/data. */
     void (*deliver)(void *opaque, unsigned vec, uint64_t addr, uint32_t data);
     /* The vector's address/data/mask changed: rebuild its route. May be NULL. */
-    void (*route_changed)(void *opaque, unsigned vec, uint64_t addr, uint32_t data,
-                          bool masked);
+    void (*route_changed)(void *opaque, unsigned vec, uint64_t addr, uint32_t data, bool masked);
 };
 
 struct msix {
@@ -51,8 +49,8 @@ void msix_pba_io(struct msix *m, uint64_t off, uint8_t *data, uint32_t len, bool
 void msix_notify(struct msix *m, unsigned vec);
 bool msix_is_enabled(struct msix *m);
 /*
- * Migration (MIG_SEC_MSIX, or inside a device's section): Enable, Function Mask, the table
- * and the PBA. The vector count must equal this side's. After a load every vector's
+ * Migration (inside the owning function's section, e.g. NVME_SECTION): Enable, Function Mask, the
+ * table and the PBA. The vector count must equal this side's. After a load every vector's
  * route_changed is called (routes are not state: the destination builds them anew) and
  * pending vectors that are now unmasked are delivered. Refusal: -1, a one-line reason in err
  * (prefixed "msix"), m unchanged. Enable/Function Mask also live in PCI config space: load

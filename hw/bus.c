@@ -1,4 +1,4 @@
-#include "kvm/bus.h"
+#include "hw/bus.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -13,22 +13,23 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/console.h"
+#include "app/control.h"
+#include "app/migrate_client.h"
+#include "block/block.h"
+#include "hw/uart.h"
 #include "kvm/boot.h"
-#include "kvm/console.h"
-#include "kvm/control.h"
 #include "kvm/nvme_pci.h"
 #include "kvm/probe.h"
-#include "kvm/uart.h"
 #include "kvm/vm.h"
-#include "migrate/client.h"
 #include "migrate/migrate.h"
 #include "migrate/tcp.h"
 #include "util/log.h"
 #include "util/size.h"
 
-#define DEFAULT_MEM   (512ULL << 20)
-#define MIN_MEM       (4ULL << 20)
-#define MAX_CPUS_OPT  64
+#define DEFAULT_MEM  (512ULL << 20)
+#define MIN_MEM      (4ULL << 20)
+#define MAX_CPUS_OPT 64
 
 static void usage_run(FILE *f)
 {
@@ -201,14 +202,14 @@ static void default_guest(struct vm_config *cfg)
 static void parse_run(int argc, char **argv, struct run_opts *o)
 {
     static const struct option opts[] = {
-        {"kernel", required_argument, NULL, 'k'}, {"initrd", required_argument, NULL, 'i'},
-        {"append", required_argument, NULL, 'a'}, {"mem", required_argument, NULL, 'm'},
-        {"cpus", required_argument, NULL, 'c'},   {"name", required_argument, NULL, 'n'},
+        {"kernel", required_argument, NULL, 'k'},  {"initrd", required_argument, NULL, 'i'},
+        {"append", required_argument, NULL, 'a'},  {"mem", required_argument, NULL, 'm'},
+        {"cpus", required_argument, NULL, 'c'},    {"name", required_argument, NULL, 'n'},
         {"control", required_argument, NULL, 'C'}, {"no-stdin", no_argument, NULL, 'S'},
-        {"mem-shared", no_argument, NULL, 'M'},   {"disk", required_argument, NULL, 'D'},
-        {"cache", required_argument, NULL, 'W'},  {"queues", required_argument, NULL, 'Q'},
+        {"mem-shared", no_argument, NULL, 'M'},    {"disk", required_argument, NULL, 'D'},
+        {"cache", required_argument, NULL, 'W'},   {"queues", required_argument, NULL, 'Q'},
         {"poll-us", required_argument, NULL, 'P'}, {"incoming", required_argument, NULL, 'I'},
-        {"help", no_argument, NULL, 'h'},         {0, 0, 0, 0},
+        {"help", no_argument, NULL, 'h'},          {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
     o->cfg.mem_size = DEFAULT_MEM;
@@ -221,19 +222,45 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'k': o->cfg.kernel = optarg; break;
-        case 'i': o->cfg.initrd = optarg; break;
-        case 'a': o->cfg.append = optarg; break;
-        case 'm': o->cfg.mem_size = parse_mem(optarg); break;
-        case 'c': o->cfg.ncpus = parse_cpus(optarg); break;
-        case 'n': o->name = optarg; break;
-        case 'C': o->control = optarg; break;
-        case 'S': o->read_stdin = false; break;
-        case 'M': o->cfg.mem_shared = true; break;
-        case 'D': add_disk(o, optarg); break;
-        case 'Q': o->queues = parse_uint("--queues", optarg, 1, NVME_MAX_IO_QUEUES); break;
-        case 'I': o->incoming = optarg; break;
-        case 'P': o->poll_us = parse_uint("--poll-us", optarg, 0, 10000000); break;
+        case 'k':
+            o->cfg.kernel = optarg;
+            break;
+        case 'i':
+            o->cfg.initrd = optarg;
+            break;
+        case 'a':
+            o->cfg.append = optarg;
+            break;
+        case 'm':
+            o->cfg.mem_size = parse_mem(optarg);
+            break;
+        case 'c':
+            o->cfg.ncpus = parse_cpus(optarg);
+            break;
+        case 'n':
+            o->name = optarg;
+            break;
+        case 'C':
+            o->control = optarg;
+            break;
+        case 'S':
+            o->read_stdin = false;
+            break;
+        case 'M':
+            o->cfg.mem_shared = true;
+            break;
+        case 'D':
+            add_disk(o, optarg);
+            break;
+        case 'Q':
+            o->queues = parse_uint("--queues", optarg, 1, NVME_MAX_IO_QUEUES);
+            break;
+        case 'I':
+            o->incoming = optarg;
+            break;
+        case 'P':
+            o->poll_us = parse_uint("--poll-us", optarg, 0, 10000000);
+            break;
         case 'W':
             if (strcmp(optarg, "none") == 0)
                 o->cache = BLK_CACHE_NONE;
@@ -242,8 +269,12 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
             else
                 die("--cache %s: expected none or writeback", optarg);
             break;
-        case 'h': usage_run(stdout); exit(0);
-        default: usage_run(stderr); exit(2);
+        case 'h':
+            usage_run(stdout);
+            exit(0);
+        default:
+            usage_run(stderr);
+            exit(2);
         }
     }
     while (optind < argc)
@@ -311,7 +342,7 @@ static bool migration_done(struct vm *vm, struct control *ctl)
 {
     static unsigned reads_at_completion;
     static double completed_at;
-    if (!migrate_completed(vm))
+    if (migrate_state(ctl->mig) != MIG_COMPLETED)
         return false;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -339,14 +370,13 @@ static int event_loop(struct vm *vm, struct control *ctl, bool read_stdin)
             {.fd = vm->stop_efd, .events = POLLIN},
             {.fd = sfd, .events = POLLIN},
             {.fd = ctl->listen_fd, .events = POLLIN},
-            {.fd = stdin_open && uart_input_space(vm->uart) ? STDIN_FILENO : -1,
-             .events = POLLIN},
+            {.fd = stdin_open && uart_input_space(vm->uart) ? STDIN_FILENO : -1, .events = POLLIN},
         };
         if (migration_done(vm, ctl))
             break;
         /* While the UART's input queue is full, re-check every 10 ms for room; during a
          * migration, every 100 ms for its end. */
-        int r = poll(p, 4, stdin_open ? 10 : vm->mig ? 100 : -1);
+        int r = poll(p, 4, stdin_open ? 10 : ctl->mig ? 100 : -1);
         if (r < 0 && errno != EINTR)
             die_errno("poll");
         if (p[0].revents & POLLIN)
@@ -382,24 +412,17 @@ static void open_disks(const struct run_opts *o, struct nvme_pci_config *nc)
     nc->ctrl.nr_ns = o->ndisks;
     for (int i = 0; i < o->ndisks; i++) {
         /* An incoming VM takes the locks only when the source hands the disks over. */
-        struct blk_open_opts bo = {.read_only = o->disks[i].ro, .cache = o->cache,
-                                   .lock = !o->incoming};
+        struct blk_open_opts bo = {
+            .read_only = o->disks[i].ro, .cache = o->cache, .lock = !o->incoming};
         char err[256];
         struct blk_dev *b = blk_open(o->disks[i].path, &bo, err, sizeof(err));
         if (!b)
             die("%s", err);
         uint64_t lba = 1ULL << o->disks[i].lba_shift;
         if (b->size < lba)
-            die("%s: too small for one %llu-byte block", o->disks[i].path,
-                (unsigned long long)lba);
+            die("%s: too small for one %llu-byte block", o->disks[i].path, (unsigned long long)lba);
         nc->ctrl.ns[i] = (struct nvme_ns_config){.blk = b, .lba_shift = o->disks[i].lba_shift};
     }
-}
-
-static void close_disks(struct nvme_pci_config *nc)
-{
-    for (int i = 0; i < nc->ctrl.nr_ns; i++)
-        blk_close(nc->ctrl.ns[i].blk);
 }
 
 static int cmd_run(int argc, char **argv)
@@ -437,10 +460,8 @@ static int cmd_run(int argc, char **argv)
     block_kick_signal();
     struct vm vm;
     vm_create(&vm, &o.cfg);
-    if (o.ndisks) {
-        vm.nvme = nvme_pci_create(&vm, &nc);
-        vm.disks = &nc.ctrl;
-    }
+    if (o.ndisks)
+        vm_add_nvme(&vm, &nc); /* the VM owns the disks from here on */
     if (o.incoming) {
         vm_prepare_incoming(&vm);
     } else {
@@ -459,16 +480,11 @@ static int cmd_run(int argc, char **argv)
     }
     if (o.read_stdin)
         console_raw_mode(STDIN_FILENO);
-    if (vm.nvme)
-        nvme_pci_start(vm.nvme);
     vm_start(&vm);
     int status = event_loop(&vm, &ctl, o.read_stdin);
     console_restore();
     control_close(&ctl);
-    migrate_cleanup(&vm);
-    nvme_pci_free(vm.nvme);
     vm_destroy(&vm);
-    close_disks(&nc);
     return status;
 }
 

@@ -1,4 +1,4 @@
-#include "kvm/debug_exit.h"
+#include "hw/debug_exit.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -39,3 +39,18 @@ void debug_exit_io(void *debug_exit, uint64_t offset, uint8_t *data, uint32_t le
     else if (offset == 1)
         d->exit_cb(d->opaque, v);
 }
+
+/* ---- the device table entry (hw/device.h) ---- */
+
+static void free_op(void *dev)
+{
+    debug_exit_free(dev);
+}
+
+const struct device_ops debug_exit_device = {
+    .name = "debug-exit",
+    .pio_base = DEBUG_EXIT_BASE,
+    .pio_len = DEBUG_EXIT_LEN,
+    .pio = debug_exit_io,
+    .free = free_op,
+};

@@ -2,6 +2,7 @@
  * live progress, and ends with a summary. */
 #include <dirent.h>
 #include <errno.h>
+#include <json-c/json.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -10,31 +11,30 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kvm/control.h"
-#include "migrate/client.h"
+#include "app/control.h"
+#include "app/migrate_client.h"
 #include "util/log.h"
 #include "util/size.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: nvmevm migrate tcp:HOST:PORT [options]\n"
-            "       nvmevm migrate --cancel [--vm NAME | --socket PATH]\n"
-            "\n"
-            "Live-migrates a running nvmevm to a destination started with\n"
-            "'nvmevm run --incoming tcp:HOST:PORT' (same --mem, --cpus and disks).\n"
-            "\n"
-            "  --vm NAME          the VM (its --name); needed when several run\n"
-            "  --socket PATH      its control socket instead\n"
-            "  --downtime-ms N    switch over once the rest fits in N ms (default 300)\n"
-            "  --max-bandwidth B  limit the pre-copy rate, bytes/s with K/M/G (default none)\n"
-            "  --timeout-s N      give up after N seconds (default: never)\n"
-            "  --on-timeout MODE  cancel (default: the source keeps running) or force\n"
-            "                     (switch over anyway, downtime may exceed the budget)\n"
-            "  --auto-converge    throttle the guest's vCPUs if it dirties memory faster\n"
-            "                     than it can be sent\n"
-            "  --json             print the progress and the summary as JSON lines\n"
-            "  --cancel           stop a migration in flight (the source keeps running)\n");
+    fprintf(f, "usage: nvmevm migrate tcp:HOST:PORT [options]\n"
+               "       nvmevm migrate --cancel [--vm NAME | --socket PATH]\n"
+               "\n"
+               "Live-migrates a running nvmevm to a destination started with\n"
+               "'nvmevm run --incoming tcp:HOST:PORT' (same --mem, --cpus and disks).\n"
+               "\n"
+               "  --vm NAME          the VM (its --name); needed when several run\n"
+               "  --socket PATH      its control socket instead\n"
+               "  --downtime-ms N    switch over once the rest fits in N ms (default 300)\n"
+               "  --max-bandwidth B  limit the pre-copy rate, bytes/s with K/M/G (default none)\n"
+               "  --timeout-s N      give up after N seconds (default: never)\n"
+               "  --on-timeout MODE  cancel (default: the source keeps running) or force\n"
+               "                     (switch over anyway, downtime may exceed the budget)\n"
+               "  --auto-converge    throttle the guest's vCPUs if it dirties memory faster\n"
+               "                     than it can be sent\n"
+               "  --json             print the progress and the summary as JSON lines\n"
+               "  --cancel           stop a migration in flight (the source keeps running)\n");
 }
 
 /* With no --vm/--socket: the only control socket in the default directory. */
@@ -67,29 +67,23 @@ static int find_socket(char *path, size_t len)
     return found == 1 ? 0 : -1;
 }
 
+/* Members of one reply line; a missing or unparsable one reads as 0 or "". */
 static double field(const char *js, const char *key)
 {
-    char pat[48];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = strstr(js, pat);
-    return p ? strtod(p + strlen(pat), NULL) : 0;
+    json_object *o = json_tokener_parse(js), *v;
+    double r = o && json_object_object_get_ex(o, key, &v) ? json_object_get_double(v) : 0;
+    json_object_put(o);
+    return r;
 }
 
 static void field_str(const char *js, const char *key, char *out, size_t len)
 {
-    char pat[48];
-    snprintf(pat, sizeof(pat), "\"%s\":\"", key);
-    const char *p = strstr(js, pat);
-    out[0] = '\0';
-    if (!p)
-        return;
-    p += strlen(pat);
-    const char *e = strchr(p, '"');
-    size_t n = e ? (size_t)(e - p) : 0;
-    if (n >= len)
-        n = len - 1;
-    memcpy(out, p, n);
-    out[n] = '\0';
+    json_object *o = json_tokener_parse(js), *v;
+    snprintf(out, len, "%s",
+             o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+                 ? json_object_get_string(v)
+                 : "");
+    json_object_put(o);
 }
 
 static void progress_line(const char *js, bool tty)
@@ -106,11 +100,16 @@ static void progress_line(const char *js, bool tty)
 int migrate_client_main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"vm", required_argument, NULL, 'n'},         {"socket", required_argument, NULL, 's'},
-        {"downtime-ms", required_argument, NULL, 'd'}, {"max-bandwidth", required_argument, NULL, 'b'},
-        {"timeout-s", required_argument, NULL, 't'},  {"on-timeout", required_argument, NULL, 'o'},
-        {"auto-converge", no_argument, NULL, 'a'},    {"json", no_argument, NULL, 'j'},
-        {"cancel", no_argument, NULL, 'c'},           {"help", no_argument, NULL, 'h'},
+        {"vm", required_argument, NULL, 'n'},
+        {"socket", required_argument, NULL, 's'},
+        {"downtime-ms", required_argument, NULL, 'd'},
+        {"max-bandwidth", required_argument, NULL, 'b'},
+        {"timeout-s", required_argument, NULL, 't'},
+        {"on-timeout", required_argument, NULL, 'o'},
+        {"auto-converge", no_argument, NULL, 'a'},
+        {"json", no_argument, NULL, 'j'},
+        {"cancel", no_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
     char path[108] = "";
@@ -125,9 +124,15 @@ int migrate_client_main(int argc, char **argv)
             if (control_default_path(optarg, path, sizeof(path)) < 0)
                 die("--vm %s: name too long", optarg);
             break;
-        case 's': snprintf(path, sizeof(path), "%s", optarg); break;
-        case 'd': downtime = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 't': timeout = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 's':
+            snprintf(path, sizeof(path), "%s", optarg);
+            break;
+        case 'd':
+            downtime = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 't':
+            timeout = (unsigned)strtoul(optarg, NULL, 10);
+            break;
         case 'b':
             if (parse_size(optarg, &bw) < 0)
                 die("--max-bandwidth %s: expected bytes/s like 500M", optarg);
@@ -137,16 +142,26 @@ int migrate_client_main(int argc, char **argv)
                 die("--on-timeout %s: expected cancel or force", optarg);
             force = strcmp(optarg, "force") == 0;
             break;
-        case 'a': autoconv = true; break;
-        case 'j': json = true; break;
-        case 'c': cancel = true; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'a':
+            autoconv = true;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 'c':
+            cancel = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!*path && find_socket(path, sizeof(path)) < 0)
         die("no running nvmevm found: say which with --vm NAME or --socket PATH");
-    char req[512], rep[1024];
+    char rep[1024];
     if (cancel) {
         if (control_request(path, "{\"cmd\":\"migrate-cancel\"}\n", rep, sizeof(rep)) < 0)
             die_errno("%s", path);
@@ -155,14 +170,19 @@ int migrate_client_main(int argc, char **argv)
     }
     if (optind != argc - 1)
         die("migrate: expected the destination, e.g. tcp:10.0.0.2:4444");
-    snprintf(req, sizeof(req),
-             "{\"cmd\":\"migrate\",\"uri\":\"%s\",\"downtime_ms\":%u,\"max_bandwidth\":%llu,"
-             "\"timeout_s\":%u,\"force\":%s,\"auto_converge\":%s}\n",
-             argv[optind], downtime, (unsigned long long)bw, timeout, force ? "true" : "false",
-             autoconv ? "true" : "false");
-    if (control_request(path, req, rep, sizeof(rep)) < 0)
+    json_object *req = json_object_new_object();
+    json_object_object_add(req, "cmd", json_object_new_string("migrate"));
+    json_object_object_add(req, "uri", json_object_new_string(argv[optind]));
+    json_object_object_add(req, "downtime_ms", json_object_new_int64(downtime));
+    json_object_object_add(req, "max_bandwidth", json_object_new_uint64(bw));
+    json_object_object_add(req, "timeout_s", json_object_new_int64(timeout));
+    json_object_object_add(req, "force", json_object_new_boolean(force));
+    json_object_object_add(req, "auto_converge", json_object_new_boolean(autoconv));
+    int r = control_request_obj(path, req, rep, sizeof(rep));
+    json_object_put(req);
+    if (r < 0)
         die_errno("%s", path);
-    if (!strstr(rep, "\"ok\":true")) {
+    if (!control_reply_ok(rep)) {
         char e[256];
         field_str(rep, "error", e, sizeof(e));
         die("migrate: %s", e);
@@ -186,8 +206,8 @@ int migrate_client_main(int argc, char **argv)
     if (strcmp(state, "completed") != 0) {
         char e[256];
         field_str(rep, "error", e, sizeof(e));
-        fprintf(stderr, "nvmevm: migration %s: %s; the guest keeps running on the source\n",
-                state, e);
+        fprintf(stderr, "nvmevm: migration %s: %s; the guest keeps running on the source\n", state,
+                e);
         return 1;
     }
     if (!json)

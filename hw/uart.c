@@ -1,4 +1,4 @@
-#include "kvm/uart.h"
+#include "hw/uart.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -8,7 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
+#include "util/err.h"
 
 /* Register offsets (DLAB=0 meaning unless noted). */
 enum {
@@ -349,39 +350,22 @@ void uart_save(struct uart *u, struct mig_buf *b)
     pthread_mutex_unlock(&u->lock);
 }
 
-/* Formats err and returns -1: every refusal below is a one-liner naming the field. */
-static int uart_refuse(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int uart_refuse(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = snprintf(err, errlen, "uart: ");
-        if (n >= 0 && (size_t)n < errlen)
-            vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 int uart_load(struct uart *u, struct mig_cursor *c, char *err, size_t errlen)
 {
     /* Decoded into a scratch copy so a refusal leaves the live device untouched. It is heap
      * allocated because the queue makes it too big for a vCPU thread's stack comfort. */
     struct uart *t = malloc(sizeof(*t));
     if (!t)
-        return uart_refuse(err, errlen, "out of memory");
+        return err_set(err, errlen, "uart: out of memory");
     int ret = -1;
     uint16_t version = mig_get_u16(c);
     if (c->bad) {
-        uart_refuse(err, errlen, "state truncated before version");
+        err_set(err, errlen, "uart: state truncated before version");
         goto out;
     }
     if (version != UART_STATE_VERSION) {
-        uart_refuse(err, errlen, "state version %u, this nvmevm reads %u", version,
-                    UART_STATE_VERSION);
+        err_set(err, errlen, "uart: state version %u, this nvmevm reads %u", version,
+                UART_STATE_VERSION);
         goto out;
     }
     t->ier = mig_get_u8(c);
@@ -394,35 +378,36 @@ int uart_load(struct uart *u, struct mig_cursor *c, char *err, size_t errlen)
     t->msr_delta = mig_get_u8(c);
     uint32_t count = mig_get_u32(c);
     if (c->bad) {
-        uart_refuse(err, errlen, "state truncated in registers");
+        err_set(err, errlen, "uart: state truncated in registers");
         goto out;
     }
     if (t->ier & ~IER_MASK) {
-        uart_refuse(err, errlen, "IER 0x%02x has reserved bits set", t->ier);
+        err_set(err, errlen, "uart: IER 0x%02x has reserved bits set", t->ier);
         goto out;
     }
     if (t->mcr & ~MCR_MASK) {
-        uart_refuse(err, errlen, "MCR 0x%02x has reserved bits set", t->mcr);
+        err_set(err, errlen, "uart: MCR 0x%02x has reserved bits set", t->mcr);
         goto out;
     }
     if (flags & ~(FLAG_FIFO | FLAG_THRI)) {
-        uart_refuse(err, errlen, "flags 0x%02x has unknown bits set", flags);
+        err_set(err, errlen, "uart: flags 0x%02x has unknown bits set", flags);
         goto out;
     }
     if (t->msr_delta & ~MSR_DELTA_MASK) {
-        uart_refuse(err, errlen, "MSR delta 0x%02x has non-delta bits set", t->msr_delta);
+        err_set(err, errlen, "uart: MSR delta 0x%02x has non-delta bits set", t->msr_delta);
         goto out;
     }
     if (count > INPUT_QUEUE_SIZE) {
-        uart_refuse(err, errlen, "input length %u exceeds queue size %d", count, INPUT_QUEUE_SIZE);
+        err_set(err, errlen, "uart: input length %u exceeds queue size %d", count,
+                INPUT_QUEUE_SIZE);
         goto out;
     }
     if (!mig_get_bytes(c, t->in, count)) {
-        uart_refuse(err, errlen, "input truncated (%u bytes announced)", count);
+        err_set(err, errlen, "uart: input truncated (%u bytes announced)", count);
         goto out;
     }
     if (!mig_cursor_done(c)) {
-        uart_refuse(err, errlen, "%zu trailing bytes after state", c->len - c->pos);
+        err_set(err, errlen, "uart: %zu trailing bytes after state", c->len - c->pos);
         goto out;
     }
 
@@ -448,3 +433,33 @@ out:
     free(t);
     return ret;
 }
+
+/* ---- the device table entry (hw/device.h) ---- */
+
+static int save_op(void *dev, struct mig_buf *b, char *err, size_t errlen)
+{
+    uart_save(dev, b);
+    return 0;
+}
+
+static int load_op(void *dev, struct mig_cursor *c, char *err, size_t errlen)
+{
+    return uart_load(dev, c, err, errlen);
+}
+
+static void free_op(void *dev)
+{
+    uart_free(dev);
+}
+
+const struct device_ops uart_device = {
+    .name = "ttyS0",
+    .section = UART_SECTION,
+    .version = 1,
+    .pio_base = UART_COM1_BASE,
+    .pio_len = UART_NR_PORTS,
+    .pio = uart_io,
+    .save = save_op,
+    .load = load_op,
+    .free = free_op,
+};

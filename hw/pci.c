@@ -1,4 +1,4 @@
-#include "kvm/pci.h"
+#include "hw/pci.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -6,27 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
+#include "util/err.h"
+#include "util/le.h"
 #include "util/log.h"
 
 #define CFG_SIZE 256
-
-#define REG_VENDOR_ID  0x00
-#define REG_DEVICE_ID  0x02
-#define REG_COMMAND    0x04
-#define REG_STATUS     0x06
-#define REG_CLASS_PROG 0x09
-#define REG_HEADER     0x0e
-#define REG_BAR0       0x10
-#define REG_INT_LINE   0x3c
-
-#define CMD_IO           0x0001
-#define CMD_MEM          0x0002
-#define CMD_MASTER       0x0004
-#define CMD_INTX_DISABLE 0x0400
-
-#define BAR_TYPE_IO    0x1
-#define BAR_TYPE_MEM64 0x4
 
 /* Legacy ISA devices live below 0xc000; the rest of the 64 KiB port space is ours. */
 #define IO_ALLOC_BASE 0xc000
@@ -59,20 +44,6 @@ struct pci_bus {
     struct pci_dev bridge;
 };
 
-static uint32_t le_get(const uint8_t *p, uint32_t len)
-{
-    uint32_t v = 0;
-    for (uint32_t i = 0; i < len; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-
-static void le_put(uint8_t *p, uint32_t len, uint64_t v)
-{
-    for (uint32_t i = 0; i < len; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static uint32_t all_ones(uint32_t len)
 {
     return len >= 4 ? 0xffffffffu : (1u << (8 * len)) - 1;
@@ -88,7 +59,7 @@ static bool cfg_range_ok(uint8_t slot, uint8_t fn, uint32_t off, uint32_t len)
 
 static uint32_t bar_reg(int i)
 {
-    return REG_BAR0 + 4 * (uint32_t)i;
+    return PCI_BASE_ADDRESS_0 + 4 * (uint32_t)i;
 }
 
 /* Address bits the guest may write; sizing reads back exactly these. */
@@ -110,16 +81,16 @@ static uint64_t bar_addr_mask(const struct pci_bar *b)
 static uint32_t bar_type_bits(enum pci_bar_kind kind)
 {
     if (kind == PCI_BAR_IO)
-        return BAR_TYPE_IO;
-    return kind == PCI_BAR_MEM64 ? BAR_TYPE_MEM64 : 0;
+        return PCI_BASE_ADDRESS_SPACE_IO;
+    return kind == PCI_BAR_MEM64 ? PCI_BASE_ADDRESS_MEM_TYPE_64 : 0;
 }
 
 static uint64_t bar_decode(const struct pci_dev *d, int i)
 {
     const struct pci_bar *b = &d->bar[i];
-    uint64_t v = le_get(&d->cfg[bar_reg(i)], 4);
+    uint64_t v = le32_get(&d->cfg[bar_reg(i)]);
     if (b->kind == PCI_BAR_MEM64)
-        v |= (uint64_t)le_get(&d->cfg[bar_reg(i + 1)], 4) << 32;
+        v |= (uint64_t)le32_get(&d->cfg[bar_reg(i + 1)]) << 32;
     return v & bar_addr_mask(b);
 }
 
@@ -128,8 +99,8 @@ static void bar_update(struct pci_bus *pb, struct pci_dev *d, int i)
 {
     struct pci_bar *b = &d->bar[i];
     struct bus *bus = b->kind == PCI_BAR_IO ? pb->pio : pb->mmio;
-    uint16_t cmd = (uint16_t)le_get(&d->cfg[REG_COMMAND], 2);
-    bool enabled = cmd & (b->kind == PCI_BAR_IO ? CMD_IO : CMD_MEM);
+    uint16_t cmd = (uint16_t)le16_get(&d->cfg[PCI_COMMAND]);
+    bool enabled = cmd & (b->kind == PCI_BAR_IO ? PCI_COMMAND_IO : PCI_COMMAND_MEMORY);
     uint64_t addr = bar_decode(d, i);
     /* 0 and the sizing pattern are not addresses a guest means to decode. */
     bool want = enabled && addr != 0 && addr != bar_addr_mask(b);
@@ -260,9 +231,9 @@ struct pci_bus *pci_bus_new(struct bus *pio, struct bus *mmio, uint64_t mmio_bas
     pb->io_next = IO_ALLOC_BASE;
 
     struct pci_dev *br = &pb->bridge;
-    le_put(&br->cfg[REG_VENDOR_ID], 2, BRIDGE_VENDOR);
-    le_put(&br->cfg[REG_DEVICE_ID], 2, BRIDGE_DEVICE);
-    le_put(&br->cfg[REG_CLASS_PROG], 3, (uint32_t)CLASS_BRIDGE << 16);
+    pci_cfg_set16(br, PCI_VENDOR_ID, BRIDGE_VENDOR);
+    pci_cfg_set16(br, PCI_DEVICE_ID, BRIDGE_DEVICE);
+    pci_set_class(br, (uint32_t)CLASS_BRIDGE << 16, 0);
     pb->devs[0] = br;
     return pb;
 }
@@ -306,11 +277,12 @@ int pci_add_device(struct pci_bus *pb, struct pci_dev *d)
     }
 
     /* Only the type-0 layout is implemented, so that is what the guest sees. */
-    d->cfg[REG_HEADER] = 0;
-    uint16_t cmd_wmask = CMD_IO | CMD_MEM | CMD_MASTER | CMD_INTX_DISABLE;
-    d->wmask[REG_COMMAND] |= (uint8_t)cmd_wmask;
-    d->wmask[REG_COMMAND + 1] |= (uint8_t)(cmd_wmask >> 8);
-    d->wmask[REG_INT_LINE] = 0xff;
+    d->cfg[PCI_HEADER_TYPE] = 0;
+    uint16_t cmd_wmask =
+        PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE;
+    d->wmask[PCI_COMMAND] |= (uint8_t)cmd_wmask;
+    d->wmask[PCI_COMMAND + 1] |= (uint8_t)(cmd_wmask >> 8);
+    d->wmask[PCI_INTERRUPT_LINE] = 0xff;
     for (int i = 0; i < 6; i++)
         if (d->bar[i].kind != PCI_BAR_NONE)
             bar_init(d, i, addr[i]);
@@ -439,40 +411,37 @@ void pci_bus_save(struct pci_bus *pb, struct mig_buf *b)
 static int saved_dev_check(const struct pci_dev *d, const struct saved_dev *sd, char *err,
                            size_t errlen)
 {
-    uint32_t sv = le_get(&sd->cfg[REG_VENDOR_ID], 2), sdev = le_get(&sd->cfg[REG_DEVICE_ID], 2);
-    uint32_t hv = le_get(&d->cfg[REG_VENDOR_ID], 2), hdev = le_get(&d->cfg[REG_DEVICE_ID], 2);
+    uint32_t sv = le16_get(&sd->cfg[PCI_VENDOR_ID]), sdev = le16_get(&sd->cfg[PCI_DEVICE_ID]);
+    uint32_t hv = le16_get(&d->cfg[PCI_VENDOR_ID]), hdev = le16_get(&d->cfg[PCI_DEVICE_ID]);
     if (sv != hv || sdev != hdev) {
-        snprintf(err, errlen, "pci %02x: device %04x:%04x in the stream, %04x:%04x here", sd->slot,
-                 sv, sdev, hv, hdev);
-        return -1;
+        return err_set(err, errlen, "pci %02x: device %04x:%04x in the stream, %04x:%04x here",
+                       sd->slot, sv, sdev, hv, hdev);
     }
-    uint32_t sclass = le_get(&sd->cfg[REG_CLASS_PROG], 3),
-             hclass = le_get(&d->cfg[REG_CLASS_PROG], 3);
+    uint32_t sclass = le_get(&sd->cfg[PCI_CLASS_PROG], 3),
+             hclass = le_get(&d->cfg[PCI_CLASS_PROG], 3);
     if (sclass != hclass) {
-        snprintf(err, errlen, "pci %02x: class 0x%06x in the stream, 0x%06x here", sd->slot, sclass,
-                 hclass);
-        return -1;
+        return err_set(err, errlen, "pci %02x: class 0x%06x in the stream, 0x%06x here", sd->slot,
+                       sclass, hclass);
     }
     for (int i = 0; i < 6; i++) {
-        uint32_t reg = bar_reg(i), m = le_get(&d->wmask[reg], 4);
-        uint32_t sbar = le_get(&sd->cfg[reg], 4), hbar = le_get(&d->cfg[reg], 4);
+        uint32_t reg = bar_reg(i), m = le32_get(&d->wmask[reg]);
+        uint32_t sbar = le32_get(&sd->cfg[reg]), hbar = le32_get(&d->cfg[reg]);
         if ((sbar ^ hbar) & ~m) {
-            snprintf(err, errlen,
-                     "pci %02x: BAR%d 0x%08x does not fit this BAR (fixed bits 0x%08x of 0x%08x)",
-                     sd->slot, i, sbar, hbar & ~m, ~m);
-            return -1;
+            return err_set(
+                err, errlen,
+                "pci %02x: BAR%d 0x%08x does not fit this BAR (fixed bits 0x%08x of 0x%08x)",
+                sd->slot, i, sbar, hbar & ~m, ~m);
         }
     }
     for (uint32_t off = 0; off < CFG_SIZE; off++) {
         /* STATUS is status, not identity: a device that models it restores it itself. */
-        if (off == REG_STATUS || off == REG_STATUS + 1)
+        if (off == PCI_STATUS || off == PCI_STATUS + 1)
             continue;
         if ((sd->cfg[off] ^ d->cfg[off]) & ~d->wmask[off]) {
-            snprintf(err, errlen,
-                     "pci %02x: read-only config byte 0x%02x is 0x%02x in the "
-                     "stream, 0x%02x here",
-                     sd->slot, off, sd->cfg[off], d->cfg[off]);
-            return -1;
+            return err_set(err, errlen,
+                           "pci %02x: read-only config byte 0x%02x is 0x%02x in the "
+                           "stream, 0x%02x here",
+                           sd->slot, off, sd->cfg[off], d->cfg[off]);
         }
     }
     return 0;
@@ -482,50 +451,46 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
 {
     uint16_t version = mig_get_u16(c);
     if (c->bad) {
-        snprintf(err, errlen, "pci: state truncated before version");
-        return -1;
+        return err_set(err, errlen, "pci: state truncated before version");
     }
     if (version != PCI_STATE_VERSION) {
-        snprintf(err, errlen, "pci: state version %u, this nvmevm reads %u", version,
-                 PCI_STATE_VERSION);
-        return -1;
+        return err_set(err, errlen, "pci: state version %u, this nvmevm reads %u", version,
+                       PCI_STATE_VERSION);
     }
     uint32_t conf1 = mig_get_u32(c); /* any value is one a guest could have written */
     uint8_t count = mig_get_u8(c);
     if (c->bad) {
-        snprintf(err, errlen, "pci: state truncated in bus registers");
-        return -1;
+        return err_set(err, errlen, "pci: state truncated in bus registers");
     }
     if (count > PCI_MAX_DEVS) {
-        snprintf(err, errlen, "pci: %u devices exceed the bus's %d slots", count, PCI_MAX_DEVS);
-        return -1;
+        return err_set(err, errlen, "pci: %u devices exceed the bus's %d slots", count,
+                       PCI_MAX_DEVS);
     }
     struct saved_dev *sd = calloc(count ? count : 1, sizeof(*sd));
     if (!sd) {
-        snprintf(err, errlen, "pci: out of memory");
-        return -1;
+        return err_set(err, errlen, "pci: out of memory");
     }
     int ret = -1;
     for (unsigned i = 0; i < count; i++) {
         sd[i].slot = mig_get_u8(c);
         if (!mig_get_bytes(c, sd[i].cfg, CFG_SIZE)) {
-            snprintf(err, errlen, "pci: state truncated in device %u of %u", i + 1, count);
+            err_set(err, errlen, "pci: state truncated in device %u of %u", i + 1, count);
             goto out;
         }
         if (sd[i].slot >= PCI_MAX_DEVS) {
-            snprintf(err, errlen, "pci: slot %u beyond the bus's %d slots", sd[i].slot,
-                     PCI_MAX_DEVS);
+            err_set(err, errlen, "pci: slot %u beyond the bus's %d slots", sd[i].slot,
+                    PCI_MAX_DEVS);
             goto out;
         }
         /* Ascending order makes duplicates impossible to miss. */
         if (i > 0 && sd[i].slot <= sd[i - 1].slot) {
-            snprintf(err, errlen, "pci: slot %u listed after slot %u (duplicate or unsorted)",
-                     sd[i].slot, sd[i - 1].slot);
+            err_set(err, errlen, "pci: slot %u listed after slot %u (duplicate or unsorted)",
+                    sd[i].slot, sd[i - 1].slot);
             goto out;
         }
     }
     if (!mig_cursor_done(c)) {
-        snprintf(err, errlen, "pci: %zu trailing bytes after state", c->len - c->pos);
+        err_set(err, errlen, "pci: %zu trailing bytes after state", c->len - c->pos);
         goto out;
     }
 
@@ -534,9 +499,9 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
     for (unsigned i = 0; i < count; i++) {
         const struct pci_dev *d = pb->devs[sd[i].slot];
         if (!d) {
-            snprintf(err, errlen, "pci %02x: device %04x:%04x in the stream is not present here",
-                     sd[i].slot, le_get(&sd[i].cfg[REG_VENDOR_ID], 2),
-                     le_get(&sd[i].cfg[REG_DEVICE_ID], 2));
+            err_set(err, errlen, "pci %02x: device %04x:%04x in the stream is not present here",
+                    sd[i].slot, le16_get(&sd[i].cfg[PCI_VENDOR_ID]),
+                    le16_get(&sd[i].cfg[PCI_DEVICE_ID]));
             pthread_mutex_unlock(&pb->lock);
             goto out;
         }
@@ -549,8 +514,8 @@ int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t err
     for (int s = 0; s < PCI_MAX_DEVS; s++) {
         const struct pci_dev *d = pb->devs[s];
         if (d && !in_stream[s]) {
-            snprintf(err, errlen, "pci %02x: device %04x:%04x here is missing from the stream", s,
-                     le_get(&d->cfg[REG_VENDOR_ID], 2), le_get(&d->cfg[REG_DEVICE_ID], 2));
+            err_set(err, errlen, "pci %02x: device %04x:%04x here is missing from the stream", s,
+                    le16_get(&d->cfg[PCI_VENDOR_ID]), le16_get(&d->cfg[PCI_DEVICE_ID]));
             pthread_mutex_unlock(&pb->lock);
             goto out;
         }
@@ -590,3 +555,33 @@ out:
     free(sd);
     return ret;
 }
+
+/* ---- the device table entry (hw/device.h) ---- */
+
+static int save_op(void *dev, struct mig_buf *b, char *err, size_t errlen)
+{
+    pci_bus_save(dev, b);
+    return 0;
+}
+
+static int load_op(void *dev, struct mig_cursor *c, char *err, size_t errlen)
+{
+    return pci_bus_load(dev, c, err, errlen);
+}
+
+static void free_op(void *dev)
+{
+    pci_bus_free(dev);
+}
+
+const struct device_ops pci_bus_device = {
+    .name = "pci-conf1",
+    .section = PCI_CONFIG_SECTION,
+    .version = 1,
+    .pio_base = PCI_CONF1_BASE,
+    .pio_len = PCI_CONF1_LEN,
+    .pio = pci_conf1_io,
+    .save = save_op,
+    .load = load_op,
+    .free = free_op,
+};

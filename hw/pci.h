@@ -10,7 +10,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kvm/bus.h"
+#include <linux/pci_regs.h>
+
+#include "hw/bus.h"
+#include "util/le.h"
+
+#include "hw/device.h"
 
 #define PCI_CONF1_BASE 0xcf8
 #define PCI_CONF1_LEN  8
@@ -29,7 +34,7 @@ struct pci_bar {
 };
 
 struct pci_dev {
-    uint8_t cfg[256];  /* config space; device code fills IDs, class, capabilities */
+    uint8_t cfg[256];   /* config space; device code fills IDs, class, capabilities */
     uint8_t wmask[256]; /* bits the guest may write (pci.c sets COMMAND/BAR/INT_LINE) */
     struct pci_bar bar[6];
     /* Optional: called after the guest wrote config space (e.g. MSI-X enable). */
@@ -38,6 +43,42 @@ struct pci_dev {
     /* managed by pci.c */
     uint8_t slot;
 };
+
+/* Config space by register name (<linux/pci_regs.h>), little-endian as the guest reads it. */
+static inline void pci_cfg_set8(struct pci_dev *d, unsigned reg, uint8_t v)
+{
+    d->cfg[reg] = v;
+}
+
+static inline void pci_cfg_set16(struct pci_dev *d, unsigned reg, uint16_t v)
+{
+    le16_put(&d->cfg[reg], v);
+}
+
+static inline void pci_cfg_set32(struct pci_dev *d, unsigned reg, uint32_t v)
+{
+    le32_put(&d->cfg[reg], v);
+}
+
+static inline uint16_t pci_cfg_get16(const struct pci_dev *d, unsigned reg)
+{
+    return le16_get(&d->cfg[reg]);
+}
+
+/* Vendor and device id, repeated as the subsystem ids. */
+static inline void pci_set_ids(struct pci_dev *d, uint16_t vendor, uint16_t device)
+{
+    pci_cfg_set16(d, PCI_VENDOR_ID, vendor);
+    pci_cfg_set16(d, PCI_DEVICE_ID, device);
+    pci_cfg_set16(d, PCI_SUBSYSTEM_VENDOR_ID, vendor);
+    pci_cfg_set16(d, PCI_SUBSYSTEM_ID, device);
+}
+
+/* class: base class << 16 | subclass << 8 | programming interface. */
+static inline void pci_set_class(struct pci_dev *d, uint32_t class_code, uint8_t revision)
+{
+    pci_cfg_set32(d, PCI_CLASS_REVISION, class_code << 8 | revision);
+}
 
 struct pci_bus;
 struct mig_buf;
@@ -57,7 +98,7 @@ void pci_cfg_write(struct pci_bus *pb, uint8_t slot, uint8_t fn, uint32_t off, u
                    uint32_t val);
 
 /*
- * Migration (MIG_SEC_PCI): the conf1 address and every function's config space.
+ * Migration (PCI_CONFIG_SECTION): the conf1 address and every function's config space.
  * Load needs the same devices in the same slots (vendor, device, class, read-only bytes and
  * BAR type/size bits equal), takes only guest-writable bits from the stream, remaps every
  * BAR as guest writes would, then calls each device's cfg_written(d, 0, 256) so the device
@@ -66,3 +107,7 @@ void pci_cfg_write(struct pci_bus *pb, uint8_t slot, uint8_t fn, uint32_t off, u
  */
 void pci_bus_save(struct pci_bus *pb, struct mig_buf *b);
 int pci_bus_load(struct pci_bus *pb, struct mig_cursor *c, char *err, size_t errlen);
+
+#define PCI_CONFIG_SECTION 0x73 /* migration section */
+/* How the VM creates, saves, loads and frees it (hw/device.h). */
+extern const struct device_ops pci_bus_device;

@@ -1,10 +1,11 @@
-#include "kvm/i8042.h"
+#include "hw/i8042.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
+#include "util/err.h"
 
 #define PORT_DATA   0 /* 0x60 */
 #define PORT_STATUS 4 /* 0x64: status on read, command on write */
@@ -182,32 +183,26 @@ int i8042_load(struct i8042 *k, struct mig_cursor *c, char *err, size_t errlen)
     uint16_t version = mig_get_u16(c);
     /* The version is judged first: another version's layout says nothing about this one. */
     if (c->bad) {
-        snprintf(err, errlen, "i8042: state truncated before version");
-        return -1;
+        return err_set(err, errlen, "i8042: state truncated before version");
     }
     if (version != I8042_STATE_VERSION) {
-        snprintf(err, errlen, "i8042: state version %u, this nvmevm reads %u", version,
-                 I8042_STATE_VERSION);
-        return -1;
+        return err_set(err, errlen, "i8042: state version %u, this nvmevm reads %u", version,
+                       I8042_STATE_VERSION);
     }
     uint8_t ctr = mig_get_u8(c), pending = mig_get_u8(c), flags = mig_get_u8(c);
     uint8_t out = mig_get_u8(c);
     if (c->bad) {
-        snprintf(err, errlen, "i8042: state truncated");
-        return -1;
+        return err_set(err, errlen, "i8042: state truncated");
     }
     /* Only commands that take a data byte can be half done. */
     if (pending != 0 && pending != CMD_WRITE_CTR && pending != CMD_WRITE_OUTPUT) {
-        snprintf(err, errlen, "i8042: pending command 0x%02x takes no data byte", pending);
-        return -1;
+        return err_set(err, errlen, "i8042: pending command 0x%02x takes no data byte", pending);
     }
     if (flags & ~(FLAG_OBF | FLAG_LAST_CMD)) {
-        snprintf(err, errlen, "i8042: flags 0x%02x has unknown bits set", flags);
-        return -1;
+        return err_set(err, errlen, "i8042: flags 0x%02x has unknown bits set", flags);
     }
     if (!mig_cursor_done(c)) {
-        snprintf(err, errlen, "i8042: %zu trailing bytes after state", c->len - c->pos);
-        return -1;
+        return err_set(err, errlen, "i8042: %zu trailing bytes after state", c->len - c->pos);
     }
     pthread_mutex_lock(&k->lock);
     k->ctr = ctr;
@@ -218,3 +213,33 @@ int i8042_load(struct i8042 *k, struct mig_cursor *c, char *err, size_t errlen)
     pthread_mutex_unlock(&k->lock);
     return 0;
 }
+
+/* ---- the device table entry (hw/device.h) ---- */
+
+static int save_op(void *dev, struct mig_buf *b, char *err, size_t errlen)
+{
+    i8042_save(dev, b);
+    return 0;
+}
+
+static int load_op(void *dev, struct mig_cursor *c, char *err, size_t errlen)
+{
+    return i8042_load(dev, c, err, errlen);
+}
+
+static void free_op(void *dev)
+{
+    i8042_free(dev);
+}
+
+const struct device_ops i8042_device = {
+    .name = "i8042",
+    .section = I8042_SECTION,
+    .version = 1,
+    .pio_base = I8042_BASE,
+    .pio_len = I8042_LEN,
+    .pio = i8042_io,
+    .save = save_op,
+    .load = load_op,
+    .free = free_op,
+};

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hw/device.h"
+
 #define UART_COM1_BASE 0x3f8
 #define UART_COM1_IRQ  4
 #define UART_NR_PORTS  8
@@ -25,9 +27,13 @@ size_t uart_input(struct uart *u, const uint8_t *buf, size_t n);
 /* Free space in the input queue (the host stops reading stdin at 0). */
 size_t uart_input_space(struct uart *u);
 
-/* Migration (MIG_SEC_UART): registers, pending-interrupt state and unread input. Load refuses
+/* Migration (UART_SECTION): registers, pending-interrupt state and unread input. Load refuses
  * a bad state with a one-line reason in err and leaves u unchanged; on success it drives the
  * IRQ line to the loaded level (always calls irq_set, since the line's state on this side is
  * unknown). */
 void uart_save(struct uart *u, struct mig_buf *b);
 int uart_load(struct uart *u, struct mig_cursor *c, char *err, size_t errlen);
+
+#define UART_SECTION 0x70 /* migration section */
+/* How the VM creates, saves, loads and frees it (hw/device.h). */
+extern const struct device_ops uart_device;

@@ -1,17 +1,18 @@
-#include "kvm/msix.h"
+#include "hw/msix.h"
 
 #include <stdio.h>
+#include <linux/pci_regs.h>
 #include <string.h>
 
-#include "migrate/buf.h"
+#include "util/buf.h"
+#include "util/err.h"
+#include "util/le.h"
 
-#define MC_ENABLE      0x8000
-#define MC_FUNC_MASK   0x4000
-#define VC_MASKED      0x1
-#define ENTRY_ADDR_LO  0
-#define ENTRY_ADDR_HI  1
-#define ENTRY_DATA     2
-#define ENTRY_CTRL     3
+#define VC_MASKED     0x1
+#define ENTRY_ADDR_LO 0
+#define ENTRY_ADDR_HI 1
+#define ENTRY_DATA    2
+#define ENTRY_CTRL    3
 
 void msix_init(struct msix *m, unsigned nvec, const struct msix_ops *ops, void *opaque)
 {
@@ -29,14 +30,12 @@ void msix_cap_build(struct msix *m, uint8_t *cfg, uint8_t *wmask, uint8_t cap_of
                     uint8_t bir, uint32_t table_off, uint32_t pba_off)
 {
     m->cap_off = cap_off;
-    uint16_t mc = (uint16_t)(m->nvec - 1);
-    uint32_t table = table_off | bir, pba = pba_off | bir;
-    cfg[cap_off] = MSIX_CAP_ID;
-    cfg[cap_off + 1] = next;
-    memcpy(cfg + cap_off + 2, &mc, 2);
-    memcpy(cfg + cap_off + 4, &table, 4);
-    memcpy(cfg + cap_off + 8, &pba, 4);
-    wmask[cap_off + 3] = (MC_ENABLE | MC_FUNC_MASK) >> 8;
+    cfg[cap_off + PCI_CAP_LIST_ID] = PCI_CAP_ID_MSIX;
+    cfg[cap_off + PCI_CAP_LIST_NEXT] = next;
+    le16_put(cfg + cap_off + PCI_MSIX_FLAGS, (uint16_t)(m->nvec - 1));
+    le32_put(cfg + cap_off + PCI_MSIX_TABLE, table_off | bir);
+    le32_put(cfg + cap_off + PCI_MSIX_PBA, pba_off | bir);
+    wmask[cap_off + PCI_MSIX_FLAGS + 1] = (PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL) >> 8;
 }
 
 static uint64_t entry_addr(const struct msix *m, unsigned v)
@@ -70,12 +69,11 @@ static void flush_pending(struct msix *m)
 
 void msix_cfg_written(struct msix *m, const uint8_t *cfg)
 {
-    uint16_t mc;
-    memcpy(&mc, cfg + m->cap_off + 2, 2);
+    uint16_t mc = le16_get(cfg + m->cap_off + PCI_MSIX_FLAGS);
     pthread_mutex_lock(&m->lock);
     bool was_enabled = m->enabled, was_masked = m->func_masked;
-    m->enabled = mc & MC_ENABLE;
-    m->func_masked = mc & MC_FUNC_MASK;
+    m->enabled = mc & PCI_MSIX_FLAGS_ENABLE;
+    m->func_masked = mc & PCI_MSIX_FLAGS_MASKALL;
     if (was_enabled != m->enabled || was_masked != m->func_masked) {
         for (unsigned v = 0; v < m->nvec; v++)
             route_update(m, v);
@@ -173,28 +171,23 @@ int msix_load(struct msix *m, struct mig_cursor *c, char *err, size_t errlen)
 {
     uint16_t version = mig_get_u16(c);
     if (c->bad) {
-        snprintf(err, errlen, "msix: state truncated before version");
-        return -1;
+        return err_set(err, errlen, "msix: state truncated before version");
     }
     if (version != MSIX_STATE_VERSION) {
-        snprintf(err, errlen, "msix: state version %u, this nvmevm reads %u", version,
-                 MSIX_STATE_VERSION);
-        return -1;
+        return err_set(err, errlen, "msix: state version %u, this nvmevm reads %u", version,
+                       MSIX_STATE_VERSION);
     }
     /* nvec is fixed when the device is built and is not written under the lock. */
     unsigned nvec = mig_get_u16(c);
     uint8_t flags = mig_get_u8(c);
     if (c->bad) {
-        snprintf(err, errlen, "msix: state truncated in header");
-        return -1;
+        return err_set(err, errlen, "msix: state truncated in header");
     }
     if (nvec != m->nvec) {
-        snprintf(err, errlen, "msix: %u vectors in the stream, %u here", nvec, m->nvec);
-        return -1;
+        return err_set(err, errlen, "msix: %u vectors in the stream, %u here", nvec, m->nvec);
     }
     if (flags & ~(FLAG_ENABLED | FLAG_FUNC_MASKED)) {
-        snprintf(err, errlen, "msix: flags 0x%02x has unknown bits set", flags);
-        return -1;
+        return err_set(err, errlen, "msix: flags 0x%02x has unknown bits set", flags);
     }
     uint32_t table[MSIX_MAX_VECTORS][4];
     uint64_t pba[PBA_WORDS(MSIX_MAX_VECTORS)] = {0};
@@ -204,23 +197,19 @@ int msix_load(struct msix *m, struct mig_cursor *c, char *err, size_t errlen)
     for (unsigned i = 0; i < PBA_WORDS(nvec); i++)
         pba[i] = mig_get_u64(c);
     if (c->bad) {
-        snprintf(err, errlen, "msix: state truncated in table or PBA");
-        return -1;
+        return err_set(err, errlen, "msix: state truncated in table or PBA");
     }
     for (unsigned v = 0; v < nvec; v++) {
         if (table[v][ENTRY_CTRL] & ~VC_MASKED) {
-            snprintf(err, errlen, "msix: vector %u control 0x%08x has reserved bits set", v,
-                     table[v][ENTRY_CTRL]);
-            return -1;
+            return err_set(err, errlen, "msix: vector %u control 0x%08x has reserved bits set", v,
+                           table[v][ENTRY_CTRL]);
         }
     }
     if (nvec % 64 && (pba[nvec / 64] >> (nvec % 64))) {
-        snprintf(err, errlen, "msix: PBA has pending bits beyond vector %u", nvec - 1);
-        return -1;
+        return err_set(err, errlen, "msix: PBA has pending bits beyond vector %u", nvec - 1);
     }
     if (!mig_cursor_done(c)) {
-        snprintf(err, errlen, "msix: %zu trailing bytes after state", c->len - c->pos);
-        return -1;
+        return err_set(err, errlen, "msix: %zu trailing bytes after state", c->len - c->pos);
     }
 
     pthread_mutex_lock(&m->lock);
