@@ -39,6 +39,17 @@ for t in "$BUILD"/tests/test_*; do
     [ $((failing + crashing)) -eq 0 ] && [ $rc -eq 0 ] || show_tail "$log" 30
 done
 
+echo "== checks: layering and format"
+for check in check-layers check-style; do
+    out=$("$REPO/scripts/$check.sh" 2>&1)
+    if [ $? -eq 0 ]; then
+        t_pass "checks/$check"
+    else
+        t_fail "checks/$check" "$(tail -n 1 <<<"$out")"
+        sed 's/^/    /' <<<"$out" | head -20
+    fi
+done
+
 echo "== cli: bad input"
 "$REPO/tests/cli/test-bad-input.sh"
 
