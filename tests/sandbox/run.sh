@@ -201,11 +201,14 @@ filter() {
             now=$EPOCHREALTIME
             line=${line//$'\r'/}
             [[ $line =~ ^\[\ *[0-9.]+\]\ reboot:\ Power\ down$ ]] && continue
+            [[ $line =~ ^\[\ *[0-9.]+\]\ kvm\ \[[0-9]+\]:\ vcpu[0-9]+,\ guest\ rIP:.*Unhandled ]] && continue
             printf '[%7.2f] %s\n' "$(awk -v a="$start" -v b="$now" 'BEGIN { print b - a }')" "$line"
         done
     else
         # Drop CRs (inner guests send \r\n) and the sandbox kernel's last words.
-        sed -u -e 's/\r//g' -e '/^\[ *[0-9.]*\] reboot: Power down$/d'
+        # ... and the sandbox KVM's note about an MSR the inner guests probe (harmless).
+        sed -u -e 's/\r//g' -e '/^\[ *[0-9.]*\] reboot: Power down$/d' \
+            -e '/^\[ *[0-9.]*\] kvm \[[0-9]*\]: vcpu[0-9]*, guest rIP: .* Unhandled [RW][DR]MSR/d'
     fi
 }
 
