@@ -139,7 +139,7 @@ build_initramfs() {
 # --- the control share: the command in, the exit status out ------------------------
 ctl=$(mktemp -d "$build_dir/run.XXXXXX")
 # shellcheck disable=SC2317 # called from the traps
-cleanup() { rm -rf "$ctl" "$ctl.console" "$ctl.stalled" "$ctl.fifo"; }
+cleanup() { rm -rf "$ctl" "$ctl.console" "$ctl.stalled" "$ctl.fifo" "$ctl.hb"; }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
@@ -179,6 +179,7 @@ fi
 qemu=("$qemu_bin" -accel tcg -cpu max -smp "$cpus" -m "$mem"
     -display none -nodefaults -no-reboot -no-user-config
     -chardev "stdio,id=con" -serial "chardev:con"
+    -chardev "file,id=hb,path=$(qesc "$ctl.hb")" -serial "chardev:hb"
     -kernel "$kernel" -initrd "$cpio_img"
     -append "console=ttyS0 $klog reboot=k panic=-1 no_timer_check"
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
@@ -231,7 +232,7 @@ stop_qemu() { # PID of the timeout(1) process that runs QEMU
     kill -KILL "$1" 2>/dev/null
 }
 watchdog() {
-    local qpid=$1 boot_start now hb lockups
+    local qpid=$1 boot_start now hb shb lockups
     boot_start=$(date +%s)
     while kill -0 "$qpid" 2>/dev/null; do
         sleep 2
@@ -244,10 +245,13 @@ watchdog() {
             continue
         fi
         hb=$(stat -c %Y "$ctl/heartbeat" 2>/dev/null || stat -c %Y "$ctl/started")
+        shb=$(stat -c %Y "$ctl.hb" 2>/dev/null || stat -c %Y "$ctl/started")
         lockups=$(grep -a -c -E 'soft lockup|self-detected stall|rcu_.*detected stalls' \
             "$console" 2>/dev/null)
-        if [ $((now - hb)) -gt "$stall" ] || [ "${lockups:-0}" -ge 3 ]; then
-            echo "heartbeat $((now - hb)) s ago, $lockups lockup reports" >"$ctl.stalled"
+        if [ $((now - hb)) -gt "$stall" ] || [ $((now - shb)) -gt "$stall" ] ||
+            [ "${lockups:-0}" -ge 3 ]; then
+            echo "heartbeat on the serial port $((now - shb)) s ago, over 9p $((now - hb)) s ago;" \
+                "$lockups lockup reports" >"$ctl.stalled"
             stop_qemu "$qpid"
         fi
     done
