@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
     build-essential meson ninja-build pkg-config clang-format
     linux-libc-dev liburing-dev libnvme-dev libjson-c-dev liblzma-dev libcriterion-dev
+    libgnutls28-dev gnutls-bin libseccomp-dev clang
     qemu-system-x86 busybox-static cpio lz4 kmod
     fio nvme-cli util-linux procps
     python3 python3-matplotlib
