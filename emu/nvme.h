@@ -38,6 +38,7 @@ struct nvme_host_ops {
 struct nvme_ns_config {
     struct blk_dev *blk; /* opened by the caller; the model never closes it */
     uint32_t lba_shift;  /* 9 (512 B) or 12 (4 KiB) */
+    bool deletable;      /* Namespace Management may delete it (default: refused) */
 };
 
 struct nvme_ctrl_config {

@@ -115,6 +115,10 @@ static void ctrl_reset_finish(struct nvme_ctrl *c)
     c->resetting = false;
     c->csts &= ~(CSTS_RDY | CSTS_CFS);
     nvme_irq_intx_update(c);
+    /* CC.EN written back to 1 while the drain ran: act on it now, as on any enable, so
+     * the controller ends ready (or fatal if CC is bad), never disabled with EN=1. */
+    if (NVME_CC_EN(c->cc))
+        ctrl_enable(c);
 }
 
 static void ctrl_reset_begin(struct nvme_ctrl *c)
@@ -130,20 +134,31 @@ static void ctrl_reset_begin(struct nvme_ctrl *c)
         ctrl_reset_finish(c);
 }
 
+/* One flush of the round ended (or the round's own hold). SHST says complete only if
+ * this round's flushes answer the shutdown the host is waiting for: SHN may have been
+ * cleared meanwhile (no shutdown wanted) or set again (a new round flushes later writes). */
+static void shutdown_round_put(struct nvme_ctrl *c)
+{
+    if (--c->shutdown_flushes > 0 || c->shutdown_pending || !NVME_CC_SHN(c->cc))
+        return;
+    c->csts = (c->csts & ~(NVME_CSTS_SHST_MASK << NVME_CSTS_SHST_SHIFT)) |
+              (NVME_CSTS_SHST_CMPLT << NVME_CSTS_SHST_SHIFT);
+}
+
 static void shutdown_flush_done(struct blk_req *req, int64_t res)
 {
     struct nvme_ctrl *c = req->opaque;
+    c->ns[req - c->shutdown_req].users--;
     if (res < 0)
         warn_msg("nvme: flush at shutdown failed: %s", strerror((int)-res));
-    if (--c->shutdown_flushes == 0)
-        c->csts = (c->csts & ~(NVME_CSTS_SHST_MASK << NVME_CSTS_SHST_SHIFT)) |
-                  (NVME_CSTS_SHST_CMPLT << NVME_CSTS_SHST_SHIFT);
+    shutdown_round_put(c);
 }
 
-/* Called from nvme_ctrl_process(): storage submissions belong to the I/O thread. */
+/* Called from nvme_ctrl_process(): storage submissions belong to the I/O thread. A round
+ * still in flight owns shutdown_req[]: a new request waits for it to end. */
 static bool shutdown_start(struct nvme_ctrl *c)
 {
-    if (!c->shutdown_pending)
+    if (!c->shutdown_pending || c->shutdown_flushes)
         return false;
     c->shutdown_pending = false;
     c->shutdown_flushes = 1; /* held until every flush is queued */
@@ -156,14 +171,13 @@ static bool shutdown_start(struct nvme_ctrl *c)
         b->op = BLK_FLUSH;
         b->done = shutdown_flush_done;
         b->opaque = c;
-        c->shutdown_flushes++;
-        if (blk_submit(ns->q, b) < 0) {
-            c->shutdown_flushes--;
+        if (blk_submit(ns->q, b) < 0)
             continue;
-        }
+        c->shutdown_flushes++;
+        ns->users++;
         blk_flush_submissions(ns->q);
     }
-    shutdown_flush_done(&(struct blk_req){.opaque = c}, 0);
+    shutdown_round_put(c);
     return true;
 }
 
@@ -179,9 +193,7 @@ static void write_cc(struct nvme_ctrl *c, uint32_t val)
     c->cc = val;
     if (NVME_CC_EN(val) && !NVME_CC_EN(old)) {
         if (!c->resetting)
-            ctrl_enable(c);
-        else
-            nvme_ctrl_fatal(c, "CC.EN set while the previous reset is still draining");
+            ctrl_enable(c); /* else the reset's end enables (ctrl_reset_finish) */
     } else if (!NVME_CC_EN(val) && NVME_CC_EN(old)) {
         ctrl_reset_begin(c);
     }
@@ -193,6 +205,7 @@ static void write_cc(struct nvme_ctrl *c, uint32_t val)
             c->ops->kick(c->opaque);
     } else if (!NVME_CC_SHN(val) && NVME_CC_SHN(old)) {
         c->csts &= ~(NVME_CSTS_SHST_MASK << NVME_CSTS_SHST_SHIFT);
+        c->shutdown_pending = false;
     }
 }
 
@@ -387,6 +400,7 @@ struct nvme_ctrl *nvme_ctrl_new(const struct nvme_ctrl_config *cfg, struct guest
             nvme_ctrl_free(c);
             return NULL;
         }
+        c->ns[i].deletable = n->deletable;
     }
     return c;
 }
@@ -436,6 +450,7 @@ void nvme_ctrl_free(struct nvme_ctrl *c)
     if (!c)
         return;
     pthread_mutex_lock(&c->lock);
+    c->cc = 0; /* the reset below must not enable again */
     c->resetting = true;
     nvme_admin_reset(c);
     for (int i = 0; i < NVME_MAX_QUEUES; i++)
@@ -555,6 +570,7 @@ int nvme_ns_setup(struct nvme_ctrl *c, uint32_t nsid, struct blk_dev *blk, uint3
     ns->attached = true;
     ns->blk = blk;
     ns->owns_blk = owns_blk;
+    ns->deletable = owns_blk;
     ns->lba_shift = lba_shift;
     ns->nsze = blk->size >> lba_shift;
     ns->read_only = blk->read_only;

@@ -11,8 +11,6 @@
 #define NVME_CNTLID    0
 #define NVMEVM_PCI_VID 0x1b36
 #define IDENTIFY_SIZE  4096
-#define COPY_MSSRL     65535
-#define COPY_MSRC      127 /* 0's based: 128 source ranges */
 
 static uint16_t invalid_field(void)
 {
@@ -136,9 +134,9 @@ static uint16_t identify_ns(struct nvme_ctrl *c, struct nvme_req *r, bool alloca
             fill_lbafs(id);
             id->flbas = ns->lba_shift == 12 ? 1 : 0;
             id->dlfeat = NVME_NS_DLFEAT_RB_ALL_0S | NVME_NS_DLFEAT_WRITE_ZEROES;
-            id->mssrl = htole16(COPY_MSSRL);
-            id->mcl = htole32(COPY_MSSRL * (COPY_MSRC + 1u));
-            id->msrc = COPY_MSRC;
+            id->mssrl = htole16(NVME_COPY_MSSRL); /* exactly what exec_copy enforces */
+            id->mcl = htole32(NVME_COPY_MCL);
+            id->msrc = NVME_COPY_MSRC;
             id->nsattr = ns->read_only ? NVME_NS_NSATTR_WRITE_PROTECTED : 0;
             put_le128(id->nvmcap, ns->nsze << ns->lba_shift);
             memcpy(id->nguid, ns->nguid, sizeof(id->nguid));

@@ -90,6 +90,7 @@ struct nvme_req {
     int blk_pending;
     void *bounce; /* Compare/Verify/Copy scratch, freed at completion */
     bool aborted;
+    struct nvme_ns *held;       /* the namespace whose users count this command is in */
     TAILQ_ENTRY(nvme_req) link; /* free list, parked-on-CQ list, or AER list */
 };
 TAILQ_HEAD(nvme_req_list, nvme_req);
@@ -157,7 +158,17 @@ struct nvme_ns {
     uint8_t uuid[16];
     struct nvme_bad_range *bad;
     int nr_bad;
+    bool deletable; /* Namespace Management may delete it (created ones, or configured so) */
+    /* I/O commands executing on it and shutdown flushes in flight: while > 0 its geometry
+     * may not change and it may not go away (their offsets and buffers depend on both). */
+    unsigned users;
+    struct nvme_req *format_req; /* Format NVM zeroing it: I/O is refused meanwhile */
 };
+
+static inline bool nvme_ns_busy(const struct nvme_ns *ns)
+{
+    return ns->users || ns->format_req;
+}
 
 struct nvme_smart {
     uint64_t data_units_read; /* thousands of 512-byte units, rounded up (spec) */

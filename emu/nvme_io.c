@@ -18,6 +18,10 @@
  *
  * Multi-step commands keep their state in r->bounce (struct io_ctx), sized to at most
  * the maximum transfer: Compare, Verify and Copy move data in chunks no larger than MDTS.
+ *
+ * A command counts as a user of its namespace from submission to completion (ns->users),
+ * and Format NVM and namespace deletion refuse busy namespaces; the LBA size is also
+ * captured at submission, so no step of a command sees another geometry.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -42,6 +46,7 @@ struct io_ctx {
     uint64_t dst;    /* Copy: next destination LBA */
     uint64_t chunk;  /* LBAs in the current read/write */
     uint16_t status; /* broadcast flush: first failure */
+    uint32_t shift;  /* the namespace's LBA size when the command was submitted */
     bool flushed;    /* the final flush was issued */
     struct iovec biov;
     union {
@@ -102,8 +107,19 @@ static struct nvme_ns *ns_lookup(struct nvme_ctrl *c, uint32_t nsid)
     return ns;
 }
 
+/* Makes r a user of ns (NULL: of none), leaving the namespace it held. */
+static void hold_ns(struct nvme_req *r, struct nvme_ns *ns)
+{
+    if (r->held)
+        r->held->users--;
+    r->held = ns;
+    if (ns)
+        ns->users++;
+}
+
 static void finish(struct nvme_ctrl *c, struct nvme_req *r, uint16_t status)
 {
+    hold_ns(r, NULL);
     r->status = status;
     free(r->bounce);
     r->bounce = NULL;
@@ -164,6 +180,8 @@ static struct io_ctx *ctx_new(struct nvme_req *r, uint64_t buflen)
 {
     struct io_ctx *x = calloc(1, sizeof(*x) + buflen);
     r->bounce = x;
+    if (x && r->ns)
+        x->shift = r->ns->lba_shift;
     return x;
 }
 
@@ -332,6 +350,7 @@ static void flush_next(struct nvme_ctrl *c, struct nvme_req *r, bool now)
         if (!ns)
             continue;
         r->ns = ns;
+        hold_ns(r, ns);
         if (!start_blk(r, BLK_FLUSH, 0, 0, NULL, 0, false, now))
             x->status = x->status ? x->status : SC_GEN(NVME_SC_INTERNAL);
         else
@@ -368,7 +387,6 @@ static void flush_done(struct nvme_ctrl *c, struct nvme_req *r, int64_t res)
 static void dsm_next(struct nvme_ctrl *c, struct nvme_req *r, bool now)
 {
     struct io_ctx *x = r->bounce;
-    struct nvme_ns *ns = r->ns;
     while (x->idx < x->nr && le32toh(x->rng.dsm[x->idx].nlb) == 0)
         x->idx++;
     if (x->idx == x->nr) {
@@ -379,8 +397,8 @@ static void dsm_next(struct nvme_ctrl *c, struct nvme_req *r, bool now)
         return finish(c, r, NVME_OK);
     }
     const struct nvme_dsm_range *d = &x->rng.dsm[x->idx];
-    start_or_fail(c, r, BLK_DISCARD, le64toh(d->slba) << ns->lba_shift,
-                  (uint64_t)le32toh(d->nlb) << ns->lba_shift, NULL, 0, true, now);
+    start_or_fail(c, r, BLK_DISCARD, le64toh(d->slba) << x->shift,
+                  (uint64_t)le32toh(d->nlb) << x->shift, NULL, 0, true, now);
 }
 
 static void exec_dsm(struct nvme_ctrl *c, struct nvme_req *r)
@@ -471,15 +489,14 @@ static void compare_done(struct nvme_ctrl *c, struct nvme_req *r, int64_t res)
 static void verify_next(struct nvme_ctrl *c, struct nvme_req *r, bool now)
 {
     struct io_ctx *x = r->bounce;
-    struct nvme_ns *ns = r->ns;
     uint64_t nlb = cmd_nlb(r);
     if (x->pos == nlb)
         return finish(c, r, NVME_OK);
-    uint64_t max = max_xfer(c) >> ns->lba_shift;
+    uint64_t max = max_xfer(c) >> x->shift;
     x->chunk = nlb - x->pos < max ? nlb - x->pos : max;
-    x->biov = (struct iovec){x->buf, x->chunk << ns->lba_shift};
-    start_or_fail(c, r, BLK_READ, (cmd_slba(r) + x->pos) << ns->lba_shift, x->biov.iov_len,
-                  &x->biov, 1, false, now);
+    x->biov = (struct iovec){x->buf, x->chunk << x->shift};
+    start_or_fail(c, r, BLK_READ, (cmd_slba(r) + x->pos) << x->shift, x->biov.iov_len, &x->biov, 1,
+                  false, now);
 }
 
 /* Verify transfers no data, so it is not subject to MDTS; it reads in MDTS chunks. */
@@ -511,7 +528,6 @@ static void verify_done(struct nvme_ctrl *c, struct nvme_req *r, int64_t res)
 static void copy_next(struct nvme_ctrl *c, struct nvme_req *r, bool now)
 {
     struct io_ctx *x = r->bounce;
-    struct nvme_ns *ns = r->ns;
     while (x->idx < x->nr && x->pos == (uint64_t)le16toh(x->rng.copy[x->idx].nlb) + 1) {
         x->idx++;
         x->pos = 0;
@@ -525,10 +541,10 @@ static void copy_next(struct nvme_ctrl *c, struct nvme_req *r, bool now)
     }
     const struct nvme_copy_range *d = &x->rng.copy[x->idx];
     uint64_t left = (uint64_t)le16toh(d->nlb) + 1 - x->pos;
-    uint64_t max = max_xfer(c) >> ns->lba_shift;
+    uint64_t max = max_xfer(c) >> x->shift;
     x->chunk = left < max ? left : max;
-    x->biov = (struct iovec){x->buf, x->chunk << ns->lba_shift};
-    start_or_fail(c, r, BLK_READ, (le64toh(d->slba) + x->pos) << ns->lba_shift, x->biov.iov_len,
+    x->biov = (struct iovec){x->buf, x->chunk << x->shift};
+    start_or_fail(c, r, BLK_READ, (le64toh(d->slba) + x->pos) << x->shift, x->biov.iov_len,
                   &x->biov, 1, false, now);
 }
 
@@ -590,7 +606,7 @@ static void copy_done(struct nvme_ctrl *c, struct nvme_req *r, int64_t res)
     }
     switch (r->blk.op) {
     case BLK_READ: /* chunk is in the bounce buffer: write it to the destination */
-        return start_or_fail(c, r, BLK_WRITE, x->dst << ns->lba_shift, x->biov.iov_len, &x->biov, 1,
+        return start_or_fail(c, r, BLK_WRITE, x->dst << x->shift, x->biov.iov_len, &x->biov, 1,
                              false, true);
     case BLK_WRITE:
         bad_remove(ns, x->dst, x->chunk);
@@ -656,6 +672,7 @@ void nvme_io_exec(struct nvme_ctrl *c, struct nvme_req *r)
     r->blk_pending = 0;
     r->bounce = NULL;
     r->data_len = 0;
+    r->held = NULL;
     switch (op) {
     case nvme_cmd_flush:
     case nvme_cmd_write:
@@ -679,6 +696,10 @@ void nvme_io_exec(struct nvme_ctrl *c, struct nvme_req *r)
     r->ns = ns_lookup(c, nsid);
     if (!r->ns)
         return finish(c, r, SC_GEN(NVME_SC_INVALID_NS) | DNR);
+    /* The namespace's geometry is changing: the host retries after the Format. */
+    if (r->ns->format_req)
+        return finish(c, r, SC_GEN(NVME_SC_FORMAT_IN_PROGRESS));
+    hold_ns(r, r->ns);
     switch (op) {
     case nvme_cmd_flush:
         return exec_flush(c, r);

@@ -25,20 +25,8 @@ static uint16_t spec(uint8_t code)
     return NVME_STATUS(NVME_SCT_CMD_SPECIFIC, code) | NVME_SC_DNR;
 }
 
-/* Storage requests (from any SQ, and Format) still executing on ns. */
-static bool ns_busy(const struct nvme_ctrl *c, const struct nvme_ns *ns)
-{
-    for (int q = 0; q < NVME_MAX_QUEUES; q++) {
-        const struct nvme_sq *sq = &c->sq[q];
-        if (!sq->reqs || !sq->inflight)
-            continue;
-        uint32_t pool = sq->size + (q == 0 ? NVME_AERL + 1 : 0);
-        for (uint32_t i = 0; i < pool; i++)
-            if (sq->reqs[i].ns == ns)
-                return true;
-    }
-    return false;
-}
+/* Namespace Not Ready without DNR: the host may retry once the namespace is idle. */
+#define NS_BUSY NVME_STATUS(NVME_SCT_GENERIC, NVME_SC_NS_NOT_READY)
 
 /* ---- Namespace Management ---- */
 
@@ -93,10 +81,20 @@ static uint16_t ns_create(struct nvme_ctrl *c, struct nvme_req *r)
     return NVME_OK;
 }
 
-static uint16_t ns_delete_one(struct nvme_ctrl *c, struct nvme_ns *ns)
+/* Namespaces the VMM was given are the guest's disks: deleting one would leave the VM
+ * without it (re-creating fails without a namespace directory, migration refuses the
+ * changed configuration), so only created or explicitly deletable ones may go. */
+static uint16_t ns_delete_check(const struct nvme_ns *ns)
 {
-    if (ns_busy(c, ns))
-        return NVME_STATUS(NVME_SCT_GENERIC, NVME_SC_NS_NOT_READY); /* retry later */
+    if (!ns->deletable)
+        return gen(NVME_SC_INVALID_FIELD);
+    if (nvme_ns_busy(ns))
+        return NS_BUSY;
+    return NVME_OK;
+}
+
+static void ns_delete_one(struct nvme_ctrl *c, struct nvme_ns *ns)
+{
     uint32_t nsid = ns->nsid;
     bool was_attached = ns->attached;
     char *path = ns->owns_blk && ns->blk->path ? strdup(ns->blk->path) : NULL;
@@ -106,7 +104,6 @@ static uint16_t ns_delete_one(struct nvme_ctrl *c, struct nvme_ns *ns)
     free(path);
     if (was_attached)
         nvme_ns_changed(c, nsid);
-    return NVME_OK;
 }
 
 uint16_t nvme_adm_ns_mgmt(struct nvme_ctrl *c, struct nvme_req *r)
@@ -118,17 +115,24 @@ uint16_t nvme_adm_ns_mgmt(struct nvme_ctrl *c, struct nvme_req *r)
         return gen(NVME_SC_INVALID_FIELD);
     uint32_t nsid = r->cmd.nsid;
     if (nsid == NVME_NSID_ALL) {
+        /* All or nothing: check every namespace before deleting any. */
+        for (int i = 0; i < NVME_MAX_NAMESPACES; i++) {
+            uint16_t st = c->ns[i].present ? ns_delete_check(&c->ns[i]) : NVME_OK;
+            if (st)
+                return st;
+        }
         for (int i = 0; i < NVME_MAX_NAMESPACES; i++)
-            if (c->ns[i].present) {
-                uint16_t st = ns_delete_one(c, &c->ns[i]);
-                if (st)
-                    return st;
-            }
+            if (c->ns[i].present)
+                ns_delete_one(c, &c->ns[i]);
         return NVME_OK;
     }
     if (nsid == 0 || nsid > NVME_MAX_NAMESPACES || !c->ns[nsid - 1].present)
         return gen(NVME_SC_INVALID_FIELD);
-    return ns_delete_one(c, &c->ns[nsid - 1]);
+    uint16_t st = ns_delete_check(&c->ns[nsid - 1]);
+    if (st)
+        return st;
+    ns_delete_one(c, &c->ns[nsid - 1]);
+    return NVME_OK;
 }
 
 /* ---- Namespace Attachment ---- */
@@ -171,6 +175,9 @@ static void format_done(struct blk_req *b, int64_t res)
         r->status = gen(NVME_SC_INTERNAL);
     if (--r->blk_pending > 0)
         return;
+    for (int i = 0; i < NVME_MAX_NAMESPACES; i++)
+        if (r->ctrl->ns[i].format_req == r)
+            r->ctrl->ns[i].format_req = NULL;
     free(r->bounce);
     r->bounce = NULL;
     if (r->status)
@@ -205,6 +212,11 @@ uint16_t nvme_adm_format(struct nvme_ctrl *c, struct nvme_req *r)
         if (targets[i]->read_only)
             return gen(NVME_SC_NS_WRITE_PROTECTED);
     }
+    /* Commands in flight computed their offsets and buffers with the current LBA size
+     * (Linux freezes its queues around Format, so only a misbehaving host gets here). */
+    for (unsigned i = 0; i < n; i++)
+        if (nvme_ns_busy(targets[i]))
+            return NS_BUSY;
     struct blk_req *reqs = n == 1 ? &r->blk : calloc(n, sizeof(*reqs));
     if (!reqs)
         return gen(NVME_SC_INTERNAL);
@@ -217,6 +229,8 @@ uint16_t nvme_adm_format(struct nvme_ctrl *c, struct nvme_req *r)
         struct nvme_ns *ns = targets[i];
         ns->lba_shift = shift;
         ns->nsze = ns->blk->size >> shift;
+        ns->format_req = r;
+        nvme_ns_bad_clear(ns); /* every block is zeroes now, and the old LBA units are gone */
         struct blk_req *b = &reqs[i];
         memset(b, 0, sizeof(*b));
         b->op = BLK_WRITE_ZEROES;

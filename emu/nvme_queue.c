@@ -376,6 +376,7 @@ void nvme_req_clear(struct nvme_req *r)
     r->blk_pending = 0;
     r->bounce = NULL;
     r->aborted = false;
+    r->held = NULL;
 }
 
 static void sqe_to_host(struct nvme_sqe *d, const struct nvme_sqe *s)

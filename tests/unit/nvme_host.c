@@ -48,6 +48,7 @@ struct host *host_new(const struct host_opts *o)
         h->disk[i] = blk_mem_new(HOST_DISK);
         cfg.ns[i].blk = h->disk[i];
         cfg.ns[i].lba_shift = 9;
+        cfg.ns[i].deletable = o && (o->deletable_mask >> i & 1);
     }
     h->nr_disks = cfg.nr_ns;
     h->c = nvme_ctrl_new(&cfg, &h->mem, &host_ops, h);

@@ -26,6 +26,7 @@ struct host_opts {
     unsigned mdts;         /* default 7 */
     unsigned nr_io_queues; /* default 8 */
     const char *ns_dir;
+    unsigned deletable_mask; /* bit i: namespace i+1 may be deleted by the guest */
 };
 
 struct host_q {
