@@ -116,7 +116,10 @@ static int64_t execute(struct blk_dev *d, struct blk_req *r)
 static int mem_submit(struct blk_queue *bq, struct blk_req *r)
 {
     struct mem_q *q = (struct mem_q *)bq;
-    if (!r || !r->done || r->op > BLK_DISCARD || r->offset + r->len < r->offset)
+    if (!r || !r->done || r->op > BLK_DISCARD)
+        return -EINVAL;
+    /* Like the io_uring backend: requests beyond the device are refused at submission. */
+    if (r->op != BLK_FLUSH && (r->offset > bq->dev->size || r->len > bq->dev->size - r->offset))
         return -EINVAL;
     if (bq->dev->read_only && r->op != BLK_READ && r->op != BLK_FLUSH)
         return -EROFS;

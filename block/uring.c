@@ -286,7 +286,9 @@ static int uring_submit(struct blk_queue *bq, struct blk_req *r)
         return -EINVAL;
     if (d->read_only && is_write_op(r->op))
         return -EROFS;
-    if (r->offset + r->len < r->offset)
+    /* Nothing past the device: a write there would grow a backing file, a read would
+     * return zeroes for blocks that do not exist. Flushes carry no range. */
+    if (r->op != BLK_FLUSH && (r->offset > d->size || r->len > d->size - r->offset))
         return -EINVAL;
     enum uop_stage stage;
     switch (r->op) {
