@@ -33,6 +33,12 @@ struct nvme_host_ops {
     void (*intx_set)(void *opaque, int level);
     /* Wake the I/O thread (e.g. a doorbell written from a vCPU thread). May be NULL. */
     void (*kick)(void *opaque);
+    /* Shadow doorbells turned on or off (Doorbell Buffer Config, reset, migration load).
+     * Called with the controller's lock held, before the guest can observe the change
+     * (RDY dropping, the command completing): a VMM that swallows doorbell writes in the
+     * kernel while shadow doorbells are on (ioeventfd) must stop before this returns when
+     * on is false, or MMIO SQ tail values written from then on are lost. May be NULL. */
+    void (*shadow_changed)(void *opaque, bool on);
 };
 
 struct nvme_ns_config {

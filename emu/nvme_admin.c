@@ -243,8 +243,7 @@ static uint16_t dbbuf_config(struct nvme_ctrl *c, struct nvme_req *r)
     if (!dbs || !eis || (dbs & (ps - 1)) || (eis & (ps - 1)) || !gpa_ptr(c->mem, dbs, need) ||
         !gpa_ptr(c->mem, eis, need))
         return gen(NVME_SC_INVALID_FIELD);
-    c->dbbuf_dbs = dbs;
-    c->dbbuf_eis = eis;
+    nvme_shadow_set(c, dbs, eis);
     nvme_dbbuf_attach(c);
     return NVME_OK;
 }

@@ -35,6 +35,15 @@ uint32_t nvme_page_size(const struct nvme_ctrl *c)
     return 4096u << NVME_CC_MPS(c->cc);
 }
 
+void nvme_shadow_set(struct nvme_ctrl *c, uint64_t dbs, uint64_t eis)
+{
+    bool was = c->dbbuf_dbs != 0;
+    c->dbbuf_dbs = dbs;
+    c->dbbuf_eis = eis;
+    if (was != (dbs != 0) && c->ops->shadow_changed)
+        c->ops->shadow_changed(c->opaque, dbs != 0);
+}
+
 bool nvme_ctrl_ready(const struct nvme_ctrl *c)
 {
     return (c->csts & CSTS_RDY) && !(c->csts & CSTS_CFS) && !c->resetting;
@@ -107,7 +116,7 @@ static void ctrl_reset_finish(struct nvme_ctrl *c)
 {
     nvme_admin_reset(c);
     nvme_queues_reset(c);
-    c->dbbuf_dbs = c->dbbuf_eis = 0;
+    nvme_shadow_set(c, 0, 0);
     nvme_features_reset(c);
     c->io_queues_created = false;
     c->nr_abort_pending = 0;

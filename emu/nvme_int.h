@@ -335,6 +335,8 @@ void nvme_ns_teardown(struct nvme_ctrl *c, struct nvme_ns *ns);
 /* nvme_ctrl.c */
 uint64_t nvme_now_us(void);
 uint32_t nvme_page_size(const struct nvme_ctrl *c); /* CC.MPS */
+/* Sets the Doorbell Buffer Config addresses (0, 0: off) and tells the host. */
+void nvme_shadow_set(struct nvme_ctrl *c, uint64_t dbs, uint64_t eis);
 /* Requests taken from SQ pools and not yet recycled (storage, parked, AERs...). */
 unsigned nvme_reqs_outstanding(const struct nvme_ctrl *c);
 

@@ -250,8 +250,7 @@ static struct nvme_req *take_req(struct nvme_sq *sq, uint16_t cid)
 static void apply_queues(struct nvme_ctrl *c, const struct img *im, struct fresh *fr)
 {
     uint64_t now_us = nvme_now_us();
-    c->dbbuf_dbs = im->dbs;
-    c->dbbuf_eis = im->eis;
+    nvme_shadow_set(c, im->dbs, im->eis);
     for (uint16_t q = 0; q < NVME_MAX_QUEUES; q++) {
         const struct img_cq *s = &im->cq[q];
         struct nvme_cq *cq = &c->cq[q];

@@ -50,7 +50,9 @@ struct nvme_pci {
 
     /* Doorbells caught in the kernel (KVM_IOEVENTFD) while shadow doorbells are on. */
     int db_efd;
-    uint64_t db_base; /* guest address the ioeventfds are registered at; 0 = none */
+    pthread_mutex_t db_lock; /* db_base and shadow_on: vCPU threads and the I/O thread */
+    uint64_t db_base;        /* guest address the ioeventfds are registered at; 0 = none */
+    bool shadow_on;          /* as last reported by the model (host_shadow_changed) */
 };
 
 /* ---- interrupts ---- */
@@ -97,8 +99,28 @@ static void host_kick(void *opaque)
         warn_errno("I/O thread kick");
 }
 
-static const struct nvme_host_ops host_ops = {
-    .msix_notify = host_msix_notify, .intx_set = host_intx_set, .kick = host_kick};
+static void update_doorbell_eventfds_locked(struct nvme_pci *n);
+
+/* Runs under the controller's lock, before the guest can see shadow doorbells go off
+ * (a reset's RDY=0): the ioeventfds are gone before its next MMIO doorbell write, which
+ * must reach the model because only MMIO carries the SQ tail then. Updating them from the
+ * I/O thread after epoll_wait, as before, left them in place for as long as the thread
+ * kept finding work or spun polling, and KVM swallowed the SQ tails written meanwhile.
+ * KVM_IOEVENTFD from here cannot deadlock: vCPUs waiting on the controller's lock are in
+ * userspace, outside the kernel's SRCU read side that the deassign waits for. */
+static void host_shadow_changed(void *opaque, bool on)
+{
+    struct nvme_pci *n = opaque;
+    pthread_mutex_lock(&n->db_lock);
+    n->shadow_on = on;
+    update_doorbell_eventfds_locked(n);
+    pthread_mutex_unlock(&n->db_lock);
+}
+
+static const struct nvme_host_ops host_ops = {.msix_notify = host_msix_notify,
+                                              .intx_set = host_intx_set,
+                                              .kick = host_kick,
+                                              .shadow_changed = host_shadow_changed};
 
 /* ---- BAR0 and config space ---- */
 
@@ -209,12 +231,14 @@ static void doorbell_eventfds(struct nvme_pci *n, uint64_t base, bool assign)
 /*
  * With shadow doorbells the guest's doorbell write only means "look at the shadow values",
  * so KVM can swallow it in the kernel and signal an eventfd: no exit to userspace.
- * Re-evaluated when the guest enables/disables shadow doorbells or moves BAR0.
+ * Re-evaluated when the model turns shadow doorbells on or off (at once, see
+ * host_shadow_changed) and by the I/O thread when it sleeps (BAR0 moves). Turning them on
+ * late is harmless: MMIO doorbell writes keep working meanwhile.
  */
-static void update_doorbell_eventfds(struct nvme_pci *n)
+static void update_doorbell_eventfds_locked(struct nvme_pci *n)
 {
     uint64_t want = 0;
-    if (nvme_ctrl_shadow_enabled(n->ctrl) && n->pdev.bar[0].mapped)
+    if (n->shadow_on && n->pdev.bar[0].mapped)
         want = n->pdev.bar[0].addr;
     if (want == n->db_base)
         return;
@@ -223,6 +247,13 @@ static void update_doorbell_eventfds(struct nvme_pci *n)
     if (want)
         doorbell_eventfds(n, want, true);
     n->db_base = want;
+}
+
+static void update_doorbell_eventfds(struct nvme_pci *n)
+{
+    pthread_mutex_lock(&n->db_lock);
+    update_doorbell_eventfds_locked(n);
+    pthread_mutex_unlock(&n->db_lock);
 }
 
 static int sleep_ms(struct nvme_pci *n)
@@ -269,9 +300,11 @@ static void *io_thread(void *arg)
             update_doorbell_eventfds(n);
         }
     }
+    pthread_mutex_lock(&n->db_lock);
     if (n->db_base)
         doorbell_eventfds(n, n->db_base, false);
     n->db_base = 0;
+    pthread_mutex_unlock(&n->db_lock);
     return NULL;
 }
 
@@ -284,6 +317,7 @@ struct nvme_pci *nvme_pci_create(struct vm *vm, const struct nvme_pci_config *cf
         die("out of memory");
     n->vm = vm;
     n->poll_us = cfg->poll_us;
+    pthread_mutex_init(&n->db_lock, NULL);
     n->kick_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     n->db_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     n->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -341,6 +375,7 @@ void nvme_pci_free(struct nvme_pci *n)
     close(n->kick_efd);
     close(n->db_efd);
     close(n->epfd);
+    pthread_mutex_destroy(&n->db_lock);
     free(n);
 }
 

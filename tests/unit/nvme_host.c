@@ -26,8 +26,16 @@ static void on_kick(void *opaque)
     h->kicks++;
 }
 
-static const struct nvme_host_ops host_ops = {
-    .msix_notify = on_msix, .intx_set = on_intx, .kick = on_kick};
+static void on_shadow_changed(void *opaque, bool on)
+{
+    struct host *h = opaque;
+    h->shadow_on = on;
+}
+
+static const struct nvme_host_ops host_ops = {.msix_notify = on_msix,
+                                              .intx_set = on_intx,
+                                              .kick = on_kick,
+                                              .shadow_changed = on_shadow_changed};
 
 struct host *host_new(const struct host_opts *o)
 {
@@ -77,6 +85,10 @@ uint64_t host_rd64(struct host *h, uint64_t off)
 
 void host_wr32(struct host *h, uint64_t off, uint32_t v)
 {
+    if (h->swallow_dbs && h->shadow_on && off >= NVME_DOORBELL_BASE + 8 && off < NVME_BAR0_SIZE) {
+        h->swallowed++;
+        return;
+    }
     nvme_ctrl_mmio_write(h->c, off, v, 4);
 }
 

@@ -56,6 +56,11 @@ struct host {
     int intx;
     unsigned intx_raises;
     unsigned kicks;
+    /* Shadow doorbell state as reported by the model; with swallow_dbs set the host acts
+     * like KVM ioeventfds: I/O queue doorbell writes while it is on never reach the model. */
+    bool shadow_on;
+    bool swallow_dbs;
+    unsigned swallowed;
 };
 
 struct host *host_new(const struct host_opts *o);

@@ -9,9 +9,9 @@
 
 #include "tests/unit/nvme_host.h"
 
-#define CMD_LIMIT SPC(NVME_SC_CMD_SIZE_LIMIT_EXCEEDED)
-#define NOT_READY SF(NVME_SCT_GENERIC, NVME_SC_NS_NOT_READY) /* retryable: no DNR */
-#define SHST(h)   ((host_rd32(h, NVME_REG_CSTS) >> NVME_CSTS_SHST_SHIFT) & NVME_CSTS_SHST_MASK)
+#define CMD_LIMIT  SPC(NVME_SC_CMD_SIZE_LIMIT_EXCEEDED)
+#define NOT_READY  SF(NVME_SCT_GENERIC, NVME_SC_NS_NOT_READY) /* retryable: no DNR */
+#define SHST(h)    ((host_rd32(h, NVME_REG_CSTS) >> NVME_CSTS_SHST_SHIFT) & NVME_CSTS_SHST_MASK)
 #define SHN_NORMAL (1u << NVME_CC_SHN_SHIFT)
 
 static struct host *h;
@@ -332,4 +332,42 @@ Test(nvme_harden, command_line_namespaces_are_not_deletable_unless_allowed)
     cr_assert_eq(ns_delete(nsid), 0);
     cr_assert_eq(ns_delete(2), 0, "namespace 2 was configured deletable");
     cr_assert(ns_present(1) && !ns_present(2) && !ns_present(nsid));
+}
+
+/* Suspected item (stale ioeventfds): the VMM swallows I/O doorbell writes in the kernel
+ * while shadow doorbells are on, and learned that they went off (reset) only when its I/O
+ * thread next slept. The model now reports the change under its lock, before RDY drops;
+ * the simulated host swallows doorbells exactly as KVM would, and must not lose a tail. */
+Test(nvme_harden, shadow_doorbells_off_is_reported_before_the_reset_is_visible)
+{
+    h->swallow_dbs = true;
+    cr_assert_eq(host_dbbuf(h), 0);
+    cr_assert(h->shadow_on, "Doorbell Buffer Config must report shadow doorbells on");
+    uint64_t buf = host_alloc(h, 4096);
+    struct nvme_sqe rd = io_cmd(nvme_cmd_read, 1, 0, 0, buf);
+    cr_assert_eq(host_io(h, 1, &rd, NULL), 0);
+    /* A reset with a read in flight: RDY drops only once it is back. */
+    hold_all(true);
+    host_submit(h, 1, &rd, false);
+    pump(3);
+    uint32_t cc = host_rd32(h, NVME_REG_CC);
+    host_wr32(h, NVME_REG_CC, cc & ~1u);
+    for (int i = 0; i < 3; i++) {
+        cr_assert(host_rd32(h, NVME_REG_CSTS) & 1);
+        cr_assert(h->shadow_on, "still on while the reset drains");
+        host_process(h);
+    }
+    hold_all(false);
+    for (int i = 0; i < 10 && (host_rd32(h, NVME_REG_CSTS) & 1); i++)
+        host_process(h);
+    cr_assert_eq(host_rd32(h, NVME_REG_CSTS) & 1, 0);
+    cr_assert(!h->shadow_on, "RDY is 0: the host must already know shadow doorbells are off");
+    /* Without Doorbell Buffer Config again, I/O rings through MMIO and must work. */
+    memset(h->q, 0, sizeof(h->q));
+    h->dbs = h->eis = 0;
+    cr_assert(host_enable(h, 32));
+    cr_assert_eq(host_create_io_queues(h, 1, 64, -1), 1);
+    unsigned swallowed = h->swallowed;
+    cr_assert_eq(host_io(h, 1, &rd, NULL), 0);
+    cr_assert_eq(h->swallowed, swallowed);
 }
