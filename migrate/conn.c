@@ -87,12 +87,18 @@ void mig_conn_plain(struct mig_conn *c, int fd, unsigned timeout_s)
 
 ssize_t mig_conn_read(struct mig_conn *c, void *buf, size_t n)
 {
-    return c->ops ? c->ops->read(c, buf, n) : -EBADF;
+    ssize_t r = c->ops ? c->ops->read(c, buf, n) : -EBADF;
+    if (r < 0)
+        c->last_errno = (int)-r;
+    return r;
 }
 
 ssize_t mig_conn_write(struct mig_conn *c, const void *buf, size_t n)
 {
-    return c->ops ? c->ops->write(c, buf, n) : -EBADF;
+    ssize_t r = c->ops ? c->ops->write(c, buf, n) : -EBADF;
+    if (r < 0)
+        c->last_errno = (int)-r;
+    return r;
 }
 
 void mig_conn_close(struct mig_conn *c)

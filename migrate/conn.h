@@ -24,7 +24,7 @@ struct mig_conn {
     int fd;
     unsigned timeout_s; /* 0 = wait forever */
     void *session;      /* the TLS session, for tls.c */
-    int last_errno;     /* what the TLS layer's socket calls last failed with */
+    int last_errno;     /* the last failure's errno (ETIMEDOUT: the peer stalled) */
     const char *why;    /* the TLS layer's last failure in words (static), or NULL */
 };
 

@@ -148,8 +148,7 @@ static int accept_source(int lfd, struct mig_tls *tls, unsigned timeout_s, struc
             fprintf(stderr, "nvmevm: migration channel from %s: %s\n", peer, why);
             return 0;
         }
-        warn_msg("nvmevm: refused a connection from %s: %s; still waiting for the source", peer,
-                 why);
+        warn_msg("refused a connection from %s: %s; still waiting for the source", peer, why);
         mig_conn_close(c);
     }
 }

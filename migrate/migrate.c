@@ -162,7 +162,8 @@ static const char *no_reply(const struct mig_stream *s, const char *reply)
         return reply;
     if (s->conn->why)
         return s->conn->why;
-    return s->conn->last_errno == ETIMEDOUT ? "no answer in time" : "connection lost";
+    return s->conn->last_errno == ETIMEDOUT ? "no answer in time (--migrate-timeout)"
+                                            : "connection lost";
 }
 
 /* Everything after the guest stopped: last pages, device and CPU state, disk handover.
@@ -258,7 +259,7 @@ static void *migration_thread(void *arg)
         char host[256], why[256];
         tcp_host(m->p.uri, host, sizeof(host));
         if (mig_tls_start(m->tls, &conn, host, err, sizeof(err)) < 0) {
-            fail(m, MIG_FAILED, "%s: %s", m->p.uri, err);
+            fail(m, MIG_FAILED, "%s", err);
             goto out;
         }
         mig_tls_describe(&conn, why, sizeof(why));
@@ -268,7 +269,8 @@ static void *migration_thread(void *arg)
     /* A destination that refuses says why before it closes: read that even when sending
      * failed. */
     bool sent = mig_write_header(&s) == 0 && send_config(vm, &s) == 0;
-    if (proto_read_line(&conn, reply, sizeof(reply), 60) < 0 || !sent || strcmp(reply, "OK")) {
+    if (proto_read_line(&conn, reply, sizeof(reply), (int)conn.timeout_s) < 0 || !sent ||
+        strcmp(reply, "OK")) {
         fail(m, MIG_FAILED, "destination refused: %s",
              *reply    ? reply
              : s.error ? strerror(s.error)

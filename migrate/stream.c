@@ -196,6 +196,10 @@ int mig_read_header(struct mig_stream *s, char *err, size_t errlen)
         return refuse(s, -ret, err, errlen, "reading stream header: %s",
                       io_reason(s, -ret, why, sizeof(why)));
     /* A short foreign stream is still foreign: check the magic on what arrived. */
+    if (got >= 2 && h[0] == 0x16 && h[1] == 0x03) /* a TLS handshake record */
+        return refuse(s, EPROTO, err, errlen,
+                      "the peer speaks TLS: start this destination with the source's --tls-* "
+                      "options");
     if (memcmp(h, MIG_MAGIC, got < 8 ? got : 8) != 0)
         return refuse(s, EPROTO, err, errlen, "not an nvmevm migration stream");
     if (ret == 1)

@@ -14,7 +14,7 @@
 #include "util/err.h"
 
 #define MAX_PSKS    16
-#define MIN_PSK_LEN 16 /* bytes; psktool makes 32 */
+#define MIN_PSK_LEN 16   /* bytes; psktool makes 32 */
 #define TLS_RECORD  0x16 /* content type of a handshake record: how every TLS peer starts */
 
 /* Forward secrecy with a PSK too: the key only authenticates an (EC)DHE exchange. */
@@ -57,8 +57,9 @@ static int parse_psk_line(char *line, struct psk *p, const char *file, int linen
         return err_set(err, errlen, "%s:%d: identity longer than %zu bytes", file, lineno,
                        sizeof(p->identity) - 1);
     if (hl % 2 || hl / 2 > sizeof(p->key))
-        return err_set(err, errlen, "%s:%d: the key must be an even number of hex digits, at most %zu",
-                       file, lineno, sizeof(p->key) * 2);
+        return err_set(err, errlen,
+                       "%s:%d: the key must be an even number of hex digits, at most %zu", file,
+                       lineno, sizeof(p->key) * 2);
     for (size_t i = 0; i < hl; i += 2) {
         int hi = hexval((unsigned char)hex[i]), lo = hexval((unsigned char)hex[i + 1]);
         if (hi < 0 || lo < 0)
@@ -118,8 +119,9 @@ static int load_x509(struct mig_tls *t, char *err, size_t errlen)
 {
     const struct mig_tls_opts *o = &t->o;
     if (!o->cert[0] || !o->key[0] || !o->ca[0])
-        return err_set(err, errlen, "TLS with certificates needs all of --tls-cert, --tls-key and "
-                                    "--tls-ca");
+        return err_set(err, errlen,
+                       "TLS with certificates needs all of --tls-cert, --tls-key and "
+                       "--tls-ca");
     int r = gnutls_certificate_allocate_credentials(&t->x509);
     if (r < 0)
         return err_set(err, errlen, "TLS credentials: %s", gnutls_strerror(r));
@@ -229,8 +231,9 @@ static ssize_t tls_errno(struct mig_conn *c, int r)
 {
     if ((r == GNUTLS_E_PULL_ERROR || r == GNUTLS_E_PUSH_ERROR) && c->last_errno)
         return -c->last_errno;
-    c->why = r == GNUTLS_E_FATAL_ALERT_RECEIVED ? gnutls_alert_get_name(gnutls_alert_get(c->session))
-                                                 : gnutls_strerror(r);
+    c->why = r == GNUTLS_E_FATAL_ALERT_RECEIVED
+                 ? gnutls_alert_get_name(gnutls_alert_get(c->session))
+                 : gnutls_strerror(r);
     return r == GNUTLS_E_PREMATURE_TERMINATION ? -ECONNRESET : -EPROTO;
 }
 
@@ -296,29 +299,40 @@ static int check_first_byte(struct mig_conn *c, char *err, size_t errlen)
 }
 
 /* The one-line reason a handshake failed, with the verification result or the alert. */
-static int handshake_error(gnutls_session_t s, int r, char *err, size_t errlen)
+static int handshake_error(struct mig_conn *c, gnutls_session_t s, bool psk, int r, char *err,
+                           size_t errlen)
 {
+    const char *hint = psk ? " (do both sides use the same --tls-psk key?)" : "";
     if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
         gnutls_datum_t out = {0};
         unsigned status = gnutls_session_get_verify_cert_status(s);
         if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0) == 0) {
-            err_set(err, errlen, "TLS: the peer's certificate is refused: %s", out.data);
+            char *t = (char *)out.data;
+            size_t n = strlen(t);
+            while (n && (t[n - 1] == ' ' || t[n - 1] == '.'))
+                t[--n] = '\0';
+            err_set(err, errlen, "TLS: the peer's certificate is refused: %s", t);
             gnutls_free(out.data);
             return -1;
         }
     }
+    if ((r == GNUTLS_E_PULL_ERROR || r == GNUTLS_E_PUSH_ERROR) && c->last_errno == ETIMEDOUT)
+        return err_set(err, errlen, "TLS handshake: nothing received for %u s", c->timeout_s);
+    if ((r == GNUTLS_E_PULL_ERROR || r == GNUTLS_E_PUSH_ERROR) && c->last_errno)
+        return err_set(err, errlen, "TLS handshake: %s%s", strerror(c->last_errno), hint);
+    if (r == GNUTLS_E_TIMEDOUT)
+        return err_set(err, errlen, "TLS handshake: not finished within %u s", c->timeout_s);
     if (r == GNUTLS_E_FATAL_ALERT_RECEIVED || r == GNUTLS_E_WARNING_ALERT_RECEIVED)
-        return err_set(err, errlen, "TLS handshake: the peer refused it (alert: %s)",
-                       gnutls_alert_get_name(gnutls_alert_get(s)));
+        return err_set(err, errlen, "TLS handshake: the peer refused it (alert: %s)%s",
+                       gnutls_alert_get_name(gnutls_alert_get(s)), hint);
     if (r == GNUTLS_E_UNEXPECTED_PACKET_LENGTH || r == GNUTLS_E_UNEXPECTED_PACKET ||
         r == GNUTLS_E_UNSUPPORTED_VERSION_PACKET)
         return err_set(err, errlen, "TLS handshake: %s (does the peer speak TLS?)",
                        gnutls_strerror(r));
-    return err_set(err, errlen, "TLS handshake: %s", gnutls_strerror(r));
+    return err_set(err, errlen, "TLS handshake: %s%s", gnutls_strerror(r), hint);
 }
 
-int mig_tls_start(struct mig_tls *t, struct mig_conn *c, const char *host, char *err,
-                  size_t errlen)
+int mig_tls_start(struct mig_tls *t, struct mig_conn *c, const char *host, char *err, size_t errlen)
 {
     if (t->server && check_first_byte(c, err, errlen) < 0)
         return -1;
@@ -340,8 +354,9 @@ int mig_tls_start(struct mig_tls *t, struct mig_conn *c, const char *host, char 
     } else if (r >= 0 && !psk) {
         if (!name || !*name) {
             gnutls_deinit(s);
-            return err_set(err, errlen, "TLS: no host name to check the certificate against "
-                                        "(--tls-hostname)");
+            return err_set(err, errlen,
+                           "TLS: no host name to check the certificate against "
+                           "(--tls-hostname)");
         }
         gnutls_session_set_verify_cert(s, name, 0);
         r = gnutls_server_name_set(s, GNUTLS_NAME_DNS, name, strlen(name));
@@ -364,12 +379,11 @@ int mig_tls_start(struct mig_tls *t, struct mig_conn *c, const char *host, char 
         r = gnutls_handshake(s);
     while (r < 0 && !gnutls_error_is_fatal(r));
     if (r < 0) {
-        if ((r == GNUTLS_E_PULL_ERROR || r == GNUTLS_E_PUSH_ERROR) && c->last_errno == ETIMEDOUT)
-            err_set(err, errlen, "TLS handshake: nothing received for %u s", c->timeout_s);
-        else if (r == GNUTLS_E_TIMEDOUT)
-            err_set(err, errlen, "TLS handshake: not finished within %u s", c->timeout_s);
-        else
-            handshake_error(s, r, err, errlen);
+        handshake_error(c, s, psk, r, err, errlen);
+        /* The peer learns why too (a wrong key: an alert, not a bare close). */
+        if (r != GNUTLS_E_FATAL_ALERT_RECEIVED && r != GNUTLS_E_PULL_ERROR &&
+            r != GNUTLS_E_PUSH_ERROR)
+            gnutls_alert_send_appropriate(s, r);
         gnutls_deinit(s);
         c->session = NULL;
         return -1;
