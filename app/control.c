@@ -146,6 +146,36 @@ static bool get_u64(json_object *req, const char *key, uint64_t dflt, uint64_t *
     return true;
 }
 
+/* An optional string member into buf; false if it is not a string or does not fit. */
+static bool get_str(json_object *req, const char *key, char *buf, size_t len)
+{
+    json_object *v;
+    buf[0] = '\0';
+    if (!json_object_object_get_ex(req, key, &v))
+        return true;
+    if (!json_object_is_type(v, json_type_string) || (size_t)json_object_get_string_len(v) >= len)
+        return false;
+    snprintf(buf, len, "%s", json_object_get_string(v));
+    return true;
+}
+
+/* The migration channel: TLS files (paths as the source process sees them) and the
+ * stalled-peer timeout. */
+static bool get_channel(json_object *req, struct mig_params *mp)
+{
+    uint64_t io_timeout;
+    struct mig_tls_opts *t = &mp->tls;
+    if (!get_u64(req, "io_timeout_s", 0, &io_timeout) || io_timeout > 86400 ||
+        !get_str(req, "tls_psk", t->psk, sizeof(t->psk)) ||
+        !get_str(req, "tls_cert", t->cert, sizeof(t->cert)) ||
+        !get_str(req, "tls_key", t->key, sizeof(t->key)) ||
+        !get_str(req, "tls_ca", t->ca, sizeof(t->ca)) ||
+        !get_str(req, "tls_hostname", t->hostname, sizeof(t->hostname)))
+        return false;
+    mp->io_timeout_s = (unsigned)io_timeout;
+    return true;
+}
+
 static void serve_migrate(struct control *c, struct vm *vm, int fd, json_object *req)
 {
     struct mig_params mp = {0};
@@ -171,6 +201,11 @@ static void serve_migrate(struct control *c, struct vm *vm, int fd, json_object 
     mp.timeout_s = (unsigned)timeout;
     mp.force_on_timeout = force != 0;
     mp.auto_converge = autoconv != 0;
+    if (!get_channel(req, &mp)) {
+        reply_error(fd, "migrate: tls_psk, tls_cert, tls_key, tls_ca, tls_hostname: strings "
+                        "(paths under 256 bytes); io_timeout_s: seconds up to 86400");
+        return;
+    }
     char err[256];
     if (migrate_state(c->mig) == MIG_ACTIVE) {
         reply_error(fd, "a migration is already running");

@@ -24,6 +24,7 @@
 #include "kvm/vm.h"
 #include "migrate/migrate.h"
 #include "migrate/tcp.h"
+#include "migrate/tls.h"
 #include "util/log.h"
 #include "util/size.h"
 
@@ -66,7 +67,16 @@ static void usage_run(FILE *f)
             "  --poll-us N      the NVMe I/O thread spins N microseconds for new work before\n"
             "                   sleeping (default 0)\n"
             "  --incoming URI   receive a live migration on tcp:HOST:PORT instead of booting\n"
-            "                   (start with the same --mem, --cpus and disks as the source)\n"
+            "                   (start with the same --mem, --cpus and disks as the source);\n"
+            "                   tcp:PORT listens on 127.0.0.1, tcp:0.0.0.0:PORT everywhere\n"
+            "  --tls-psk FILE   the migration over TLS with a pre-shared key (psktool's\n"
+            "                   identity:hexkey lines); the source uses the same file\n"
+            "  --tls-cert FILE --tls-key FILE --tls-ca FILE\n"
+            "                   the migration over TLS with certificates: this side's, its key,\n"
+            "                   and the CA the source's client certificate must be signed by\n"
+            "  --migrate-timeout N\n"
+            "                   refuse the migration when the source sends nothing for N s\n"
+            "                   (default 30)\n"
             "  -h, --help       this text\n"
             "\n"
             "Console: the guest's ttyS0 is on stdin/stdout; Ctrl-A x quits, Ctrl-A Ctrl-A\n"
@@ -104,6 +114,8 @@ struct run_opts {
     unsigned queues;
     unsigned poll_us;
     const char *incoming;
+    struct mig_tls_opts tls;
+    unsigned mig_timeout;
     const char *name;
     const char *control;
     bool read_stdin;
@@ -127,6 +139,13 @@ static unsigned parse_uint(const char *opt, const char *s, unsigned lo, unsigned
     if (errno || *end || !*s || v < lo || v > hi)
         die("%s %s: expected a number from %u to %u", opt, s, lo, hi);
     return (unsigned)v;
+}
+
+static void tls_path(const char *opt, const char *arg, char *out, size_t len)
+{
+    if (!*arg || strlen(arg) >= len)
+        die("%s %s: expected a path shorter than %zu bytes", opt, arg, len);
+    memcpy(out, arg, strlen(arg) + 1);
 }
 
 /* PATH[,ro][,lba=512|4096]. The path itself may not contain a comma. */
@@ -202,14 +221,27 @@ static void default_guest(struct vm_config *cfg)
 static void parse_run(int argc, char **argv, struct run_opts *o)
 {
     static const struct option opts[] = {
-        {"kernel", required_argument, NULL, 'k'},  {"initrd", required_argument, NULL, 'i'},
-        {"append", required_argument, NULL, 'a'},  {"mem", required_argument, NULL, 'm'},
-        {"cpus", required_argument, NULL, 'c'},    {"name", required_argument, NULL, 'n'},
-        {"control", required_argument, NULL, 'C'}, {"no-stdin", no_argument, NULL, 'S'},
-        {"mem-shared", no_argument, NULL, 'M'},    {"disk", required_argument, NULL, 'D'},
-        {"cache", required_argument, NULL, 'W'},   {"queues", required_argument, NULL, 'Q'},
-        {"poll-us", required_argument, NULL, 'P'}, {"incoming", required_argument, NULL, 'I'},
-        {"help", no_argument, NULL, 'h'},          {0, 0, 0, 0},
+        {"kernel", required_argument, NULL, 'k'},
+        {"initrd", required_argument, NULL, 'i'},
+        {"append", required_argument, NULL, 'a'},
+        {"mem", required_argument, NULL, 'm'},
+        {"cpus", required_argument, NULL, 'c'},
+        {"name", required_argument, NULL, 'n'},
+        {"control", required_argument, NULL, 'C'},
+        {"no-stdin", no_argument, NULL, 'S'},
+        {"mem-shared", no_argument, NULL, 'M'},
+        {"disk", required_argument, NULL, 'D'},
+        {"cache", required_argument, NULL, 'W'},
+        {"queues", required_argument, NULL, 'Q'},
+        {"poll-us", required_argument, NULL, 'P'},
+        {"incoming", required_argument, NULL, 'I'},
+        {"tls-psk", required_argument, NULL, 1},
+        {"tls-cert", required_argument, NULL, 2},
+        {"tls-key", required_argument, NULL, 3},
+        {"tls-ca", required_argument, NULL, 4},
+        {"migrate-timeout", required_argument, NULL, 5},
+        {"help", no_argument, NULL, 'h'},
+        {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
     o->cfg.mem_size = DEFAULT_MEM;
@@ -261,6 +293,21 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         case 'P':
             o->poll_us = parse_uint("--poll-us", optarg, 0, 10000000);
             break;
+        case 1:
+            tls_path("--tls-psk", optarg, o->tls.psk, sizeof(o->tls.psk));
+            break;
+        case 2:
+            tls_path("--tls-cert", optarg, o->tls.cert, sizeof(o->tls.cert));
+            break;
+        case 3:
+            tls_path("--tls-key", optarg, o->tls.key, sizeof(o->tls.key));
+            break;
+        case 4:
+            tls_path("--tls-ca", optarg, o->tls.ca, sizeof(o->tls.ca));
+            break;
+        case 5:
+            o->mig_timeout = parse_uint("--migrate-timeout", optarg, 1, 86400);
+            break;
         case 'W':
             if (strcmp(optarg, "none") == 0)
                 o->cache = BLK_CACHE_NONE;
@@ -279,6 +326,9 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
     }
     while (optind < argc)
         add_disk(o, argv[optind++]);
+    if (!o->incoming && (mig_tls_wanted(&o->tls) || o->mig_timeout))
+        die("--tls-* and --migrate-timeout apply to --incoming (the source takes them on "
+            "nvmevm migrate)");
     if (!o->cfg.kernel)
         default_guest(&o->cfg);
 }
@@ -448,9 +498,14 @@ static int cmd_run(int argc, char **argv)
     struct control ctl;
     control_open(&ctl, path);
     int incoming_fd = -1;
+    struct mig_tls *tls = NULL;
     if (o.incoming) {
         char err[300];
-        incoming_fd = tcp_listen_uri(o.incoming, err, sizeof(err));
+        if (mig_tls_wanted(&o.tls) && !(tls = mig_tls_new(&o.tls, true, err, sizeof(err)))) {
+            control_close(&ctl);
+            die("--incoming: %s", err);
+        }
+        incoming_fd = tcp_listen_uri(o.incoming, tls != NULL, err, sizeof(err));
         if (incoming_fd < 0) {
             control_close(&ctl);
             die("--incoming %s", err);
@@ -472,7 +527,10 @@ static int cmd_run(int argc, char **argv)
     fprintf(stderr, "nvmevm: control socket %s\n", path);
     if (o.incoming) {
         char err[300];
-        if (migrate_incoming(&vm, incoming_fd, o.incoming, err, sizeof(err)) < 0) {
+        int r =
+            migrate_incoming(&vm, incoming_fd, o.incoming, tls, o.mig_timeout, err, sizeof(err));
+        mig_tls_free(tls);
+        if (r < 0) {
             control_close(&ctl);
             die("incoming migration refused: %s", err);
         }

@@ -33,6 +33,15 @@ static void usage(FILE *f)
                "                     (switch over anyway, downtime may exceed the budget)\n"
                "  --auto-converge    throttle the guest's vCPUs if it dirties memory faster\n"
                "                     than it can be sent\n"
+               "  --tls-psk FILE     over TLS with a pre-shared key (psktool's identity:hexkey),\n"
+               "                     the destination's --tls-psk file\n"
+               "  --tls-cert FILE --tls-key FILE --tls-ca FILE\n"
+               "                     over TLS with certificates: the source's client\n"
+               "                     certificate, its key, the CA the destination's is signed by\n"
+               "  --tls-hostname H   the name the destination's certificate must carry\n"
+               "                     (default: the host in tcp:HOST:PORT)\n"
+               "  --migrate-timeout N  fail when the destination is silent (or stops reading)\n"
+               "                     for N s (default 30)\n"
                "  --json             print the progress and the summary as JSON lines\n"
                "  --cancel           stop a migration in flight (the source keeps running)\n");
 }
@@ -97,6 +106,15 @@ static void progress_line(const char *js, bool tty)
             field(js, "throttle_pct") > 0 ? ", throttled" : "", tty ? "" : "\n");
 }
 
+/* The source nvmevm opens the files from its own directory: hand it absolute paths. */
+static const char *absolute(const char *opt, const char *path)
+{
+    char *r = realpath(path, NULL);
+    if (!r)
+        die_errno("--%s %s", opt, path);
+    return r; /* lives until the process ends */
+}
+
 int migrate_client_main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -109,9 +127,19 @@ int migrate_client_main(int argc, char **argv)
         {"auto-converge", no_argument, NULL, 'a'},
         {"json", no_argument, NULL, 'j'},
         {"cancel", no_argument, NULL, 'c'},
+        {"tls-psk", required_argument, NULL, 1},
+        {"tls-cert", required_argument, NULL, 2},
+        {"tls-key", required_argument, NULL, 3},
+        {"tls-ca", required_argument, NULL, 4},
+        {"tls-hostname", required_argument, NULL, 5},
+        {"migrate-timeout", required_argument, NULL, 6},
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
+    static const char *const tls_keys[] = {NULL,      "tls_psk", "tls_cert",
+                                           "tls_key", "tls_ca",  "tls_hostname"};
+    const char *tls[6] = {0};
+    unsigned io_timeout = 0;
     char path[108] = "";
     unsigned downtime = 300, timeout = 0;
     uint64_t bw = 0;
@@ -151,6 +179,23 @@ int migrate_client_main(int argc, char **argv)
         case 'c':
             cancel = true;
             break;
+        case 1:
+        case 2:
+        case 3:
+        case 4:
+            tls[o] = absolute(opts[o + 8].name, optarg);
+            break;
+        case 5:
+            tls[o] = optarg;
+            break;
+        case 6: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || !*optarg || v < 1 || v > 86400)
+                die("--migrate-timeout %s: expected seconds from 1 to 86400", optarg);
+            io_timeout = (unsigned)v;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;
@@ -178,6 +223,11 @@ int migrate_client_main(int argc, char **argv)
     json_object_object_add(req, "timeout_s", json_object_new_int64(timeout));
     json_object_object_add(req, "force", json_object_new_boolean(force));
     json_object_object_add(req, "auto_converge", json_object_new_boolean(autoconv));
+    for (int i = 1; i < 6; i++)
+        if (tls[i])
+            json_object_object_add(req, tls_keys[i], json_object_new_string(tls[i]));
+    if (io_timeout)
+        json_object_object_add(req, "io_timeout_s", json_object_new_int64(io_timeout));
     int r = control_request_obj(path, req, rep, sizeof(rep));
     json_object_put(req);
     if (r < 0)

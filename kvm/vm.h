@@ -129,6 +129,9 @@ int vm_save_state(struct vm *vm, vm_emit_fn emit, void *opaque, char *err, size_
  * a version other than this nvmevm's. */
 int vm_load_section(struct vm *vm, uint32_t section, uint16_t version, const uint8_t *payload,
                     size_t len, char *err, size_t errlen);
+/* The sections vm_save_state sends, in its order, with a name for messages: what a
+ * complete stream must carry. Returns how many (at most max). */
+int vm_sections(const struct vm *vm, uint32_t *ids, const char **names, int max);
 /* After the last section: devices re-drive pending interrupts; kvmclock is told. */
 void vm_post_load(struct vm *vm);
 

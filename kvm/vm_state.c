@@ -76,6 +76,25 @@ out:
     return r;
 }
 
+int vm_sections(const struct vm *vm, uint32_t *ids, const char **names, int max)
+{
+    int n = 0;
+    for (int i = 0; i < vm->ndevs && n < max; i++)
+        if (vm->devs[i].ops->section) {
+            ids[n] = vm->devs[i].ops->section;
+            names[n++] = vm->devs[i].ops->name;
+        }
+    if (n < max) {
+        ids[n] = VM_SECTION_KVM;
+        names[n++] = "KVM irqchip/PIT/clock";
+    }
+    for (int i = 0; i < vm->ncpus && n < max; i++) {
+        ids[n] = VM_SECTION_VCPU + (uint32_t)i;
+        names[n++] = "vCPU";
+    }
+    return n;
+}
+
 static int check_version(uint32_t id, const char *what, uint16_t version, uint16_t want, char *err,
                          size_t errlen)
 {

@@ -609,7 +609,15 @@ static int decode_vcpu(struct vcpu *v, struct item *it, struct vcpu_state *s, ch
     if (m->len < 4 || le32_get(m->p) > MAX_MSRS || m->len != 4 + le32_get(m->p) * MSR_RECSIZE)
         return err_set(err, errlen, "MSRs: %u bytes do not hold the %u MSRs they claim", m->len,
                        m->len >= 4 ? le32_get(m->p) : 0);
-    (void)v;
+    /* The source saves only allowlisted MSRs; anything else in a stream is an attempt to
+     * set state nvmevm never migrates (e.g. an MSR that switches a host feature). */
+    for (uint32_t i = 0; i < le32_get(m->p); i++) {
+        uint32_t idx = le32_get(m->p + 4 + (size_t)i * MSR_RECSIZE);
+        if (!IN(msr_allow, idx))
+            return err_set(err, errlen,
+                           "vCPU %d: MSR 0x%x in the stream is not one nvmevm migrates", v->id,
+                           idx);
+    }
     return 0;
 }
 

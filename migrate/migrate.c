@@ -14,10 +14,12 @@
 
 #include "block/block.h"
 #include "kvm/vm.h"
+#include "migrate/conn.h"
 #include "migrate/proto.h"
 #include "migrate/ram.h"
 #include "migrate/stream.h"
 #include "migrate/tcp.h"
+#include "migrate/tls.h"
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -27,6 +29,7 @@
 struct migration {
     struct vm *vm;
     struct mig_params p;
+    struct mig_tls *tls; /* NULL: plain TCP */
     pthread_t thread;
     pthread_mutex_t lock; /* guards the progress fields */
     atomic_int state;
@@ -152,6 +155,17 @@ static int emit_section(void *opaque, uint32_t id, uint16_t version, const void 
     return 0;
 }
 
+/* What the destination answered, or why nothing came. */
+static const char *no_reply(const struct mig_stream *s, const char *reply)
+{
+    if (*reply)
+        return reply;
+    if (s->conn->why)
+        return s->conn->why;
+    return s->conn->last_errno == ETIMEDOUT ? "no answer in time (--migrate-timeout)"
+                                            : "connection lost";
+}
+
 /* Everything after the guest stopped: last pages, device and CPU state, disk handover.
  * Returns 0 once the destination runs; on failure the caller resumes the source. */
 static int switchover(struct migration *m, struct mig_stream *s, uint64_t *bm, double *paused_at)
@@ -178,8 +192,8 @@ static int switchover(struct migration *m, struct mig_stream *s, uint64_t *bm, d
     }
     debug_msg("switchover: state sent after %.1f ms (%llu bytes)", now_ms() - *paused_at,
               (unsigned long long)s->bytes);
-    if (proto_read_line(s->fd, reply, sizeof(reply), 120) < 0 || strcmp(reply, "LOADED") != 0) {
-        fail(m, MIG_FAILED, "destination refused the state: %s", *reply ? reply : "no answer");
+    if (proto_read_line(s->conn, reply, sizeof(reply), 120) < 0 || strcmp(reply, "LOADED") != 0) {
+        fail(m, MIG_FAILED, "destination refused the state: %s", no_reply(s, reply));
         return -1;
     }
     debug_msg("switchover: destination loaded after %.1f ms", now_ms() - *paused_at);
@@ -192,9 +206,9 @@ static int switchover(struct migration *m, struct mig_stream *s, uint64_t *bm, d
     }
     debug_msg("switchover: loaded and synced after %.1f ms", now_ms() - *paused_at);
     disks_each(vm, disk_unlock, NULL);
-    if (proto_write_line(s->fd, "HANDOVER") < 0 ||
-        proto_read_line(s->fd, reply, sizeof(reply), 60) < 0 || strcmp(reply, "RUNNING") != 0) {
-        fail(m, MIG_FAILED, "destination did not start: %s", *reply ? reply : "no answer");
+    if (proto_write_line(s->conn, "HANDOVER") < 0 ||
+        proto_read_line(s->conn, reply, sizeof(reply), 60) < 0 || strcmp(reply, "RUNNING") != 0) {
+        fail(m, MIG_FAILED, "destination did not start: %s", no_reply(s, reply));
         return -1;
     }
     return 0;
@@ -233,16 +247,34 @@ static void *migration_thread(void *arg)
     bool paused = false;
     uint64_t *bm = ram_bitmap_new(vm);
     struct mig_stream s;
+    struct mig_conn conn;
     int fd = tcp_connect_uri(m->p.uri, err, sizeof(err));
-    mig_stream_init(&s, fd);
+    mig_conn_plain(&conn, fd, m->p.io_timeout_s ? m->p.io_timeout_s : MIG_DEFAULT_IO_TIMEOUT);
+    mig_stream_init(&s, &conn);
     if (fd < 0 || !bm) {
         fail(m, MIG_FAILED, "%s", fd < 0 ? err : "out of memory");
         goto out;
     }
+    if (m->tls) {
+        char host[256], why[256];
+        tcp_host(m->p.uri, host, sizeof(host));
+        if (mig_tls_start(m->tls, &conn, host, err, sizeof(err)) < 0) {
+            fail(m, MIG_FAILED, "%s", err);
+            goto out;
+        }
+        mig_tls_describe(&conn, why, sizeof(why));
+        debug_msg("migration channel to %s: %s", m->p.uri, why);
+    }
     char reply[256] = "";
-    if (mig_write_header(&s) < 0 || send_config(vm, &s) < 0 ||
-        proto_read_line(fd, reply, sizeof(reply), 60) < 0 || strcmp(reply, "OK") != 0) {
-        fail(m, MIG_FAILED, "destination refused: %s", *reply ? reply : "connection lost");
+    /* A destination that refuses says why before it closes: read that even when sending
+     * failed. */
+    bool sent = mig_write_header(&s) == 0 && send_config(vm, &s) == 0;
+    if (proto_read_line(&conn, reply, sizeof(reply), (int)conn.timeout_s) < 0 || !sent ||
+        strcmp(reply, "OK")) {
+        fail(m, MIG_FAILED, "destination refused: %s",
+             *reply    ? reply
+             : s.error ? strerror(s.error)
+                       : no_reply(&s, reply));
         goto out;
     }
     if (vm_dirty_log_start(vm) < 0) {
@@ -256,8 +288,15 @@ static void *migration_thread(void *arg)
         double pass_start = now_ms();
         int r = send_pass(m, &s, bm, m->pass == 0);
         if (r < 0) {
+            /* The destination may have refused a section: its "ERR" line says which. */
+            reply[0] = '\0';
+            if (r != -ECANCELED && r != -ETIMEDOUT)
+                proto_read_line(&conn, reply, sizeof(reply), 2);
             fail(m, r == -ECANCELED ? MIG_CANCELLED : MIG_FAILED, "%s",
-                 r == -ECANCELED ? "cancelled" : strerror(-r));
+                 r == -ECANCELED   ? "cancelled"
+                 : *reply          ? reply
+                 : r == -ETIMEDOUT ? "the destination stopped reading"
+                                   : strerror(-r));
             break;
         }
         uint64_t dirty = ram_dirty_sync(vm, bm) * GUEST_PAGE_SIZE;
@@ -306,8 +345,7 @@ done:
     if (atomic_load(&m->state) == MIG_FAILED || atomic_load(&m->state) == MIG_CANCELLED)
         warn_msg("migration to %s failed: %s; the guest keeps running here", m->p.uri, m->error);
     mig_stream_free(&s);
-    if (fd >= 0)
-        close(fd);
+    mig_conn_close(&conn);
     free(bm);
     return NULL;
 }
@@ -321,11 +359,17 @@ struct migration *migrate_start(struct vm *vm, const struct mig_params *p, char 
     }
     m->vm = vm;
     m->p = *p;
+    /* Credentials are read now, so a wrong path is the request's error, not the thread's. */
+    if (mig_tls_wanted(&p->tls) && !(m->tls = mig_tls_new(&p->tls, false, err, errlen))) {
+        free(m);
+        return NULL;
+    }
     pthread_mutex_init(&m->lock, NULL);
     atomic_store(&m->state, MIG_ACTIVE);
     if (pthread_create(&m->thread, NULL, migration_thread, m) != 0) {
         err_set(err, errlen, "cannot start the migration thread");
         pthread_mutex_destroy(&m->lock);
+        mig_tls_free(m->tls);
         free(m);
         return NULL;
     }
@@ -350,6 +394,7 @@ void migrate_free(struct migration *m)
     atomic_store(&m->cancel, true);
     pthread_join(m->thread, NULL);
     pthread_mutex_destroy(&m->lock);
+    mig_tls_free(m->tls);
     free(m);
 }
 

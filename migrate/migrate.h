@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "migrate/tls.h"
+
 struct vm;
 
 struct mig_params {
@@ -18,7 +20,9 @@ struct mig_params {
     uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
     unsigned timeout_s;     /* give up (cancel) or force the switchover after this */
     bool force_on_timeout;
-    bool auto_converge; /* throttle vCPUs when the guest dirties faster than we send */
+    bool auto_converge;      /* throttle vCPUs when the guest dirties faster than we send */
+    unsigned io_timeout_s;   /* a destination silent this long fails it (0: default) */
+    struct mig_tls_opts tls; /* all empty: plain TCP */
 };
 
 enum mig_state { MIG_NONE, MIG_ACTIVE, MIG_COMPLETED, MIG_FAILED, MIG_CANCELLED };
@@ -48,7 +52,10 @@ const char *migrate_state_name(enum mig_state s);
 /* Cancels if still running, joins the migration thread and frees m (NULL: nothing). */
 void migrate_free(struct migration *m);
 
-/* Destination: accepts one connection on lfd (listening on uri: tcp_listen_uri), receives and loads
+/* Destination: accepts the source on lfd (listening on uri: tcp_listen_uri), receives and loads
  * everything into vm (created with the same --mem/--cpus/disks, vCPUs not started), takes the disk
- * locks and returns 0 when the guest may run; -1 with a reason otherwise. Closes lfd. */
-int migrate_incoming(struct vm *vm, int lfd, const char *uri, char *err, size_t errlen);
+ * locks and returns 0 when the guest may run; -1 with a reason otherwise. Closes lfd. tls (NULL:
+ * plain TCP) comes from mig_tls_new(..., true, ...); a peer failing its handshake is refused and
+ * the wait goes on. timeout_s: a source silent this long fails the migration (0: default). */
+int migrate_incoming(struct vm *vm, int lfd, const char *uri, struct mig_tls *tls,
+                     unsigned timeout_s, char *err, size_t errlen);

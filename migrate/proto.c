@@ -1,15 +1,13 @@
 #include "migrate/proto.h"
 
-#include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "block/block.h"
 #include "emu/nvme.h"
 #include "kvm/vm.h"
+#include "migrate/conn.h"
 #include "util/buf.h"
 #include "util/err.h"
 
@@ -69,16 +67,14 @@ int proto_config_check(const struct vm *vm, uint16_t ver, struct mig_cursor *c, 
     return 0;
 }
 
-int proto_write_line(int fd, const char *line)
+int proto_write_line(struct mig_conn *c, const char *line)
 {
     char buf[300];
     int n = snprintf(buf, sizeof(buf), "%s\n", line);
     if (n < 0 || (size_t)n >= sizeof(buf))
         n = (int)sizeof(buf) - 1, buf[n - 1] = '\n';
     for (int done = 0; done < n;) {
-        ssize_t w = write(fd, buf + done, (size_t)(n - done));
-        if (w < 0 && errno == EINTR)
-            continue;
+        ssize_t w = mig_conn_write(c, buf + done, (size_t)(n - done));
         if (w <= 0)
             return -1;
         done += (int)w;
@@ -86,30 +82,31 @@ int proto_write_line(int fd, const char *line)
     return 0;
 }
 
-int proto_read_line(int fd, char *buf, size_t len, int timeout_s)
+int proto_read_line(struct mig_conn *c, char *buf, size_t len, int timeout_s)
 {
     size_t n = 0;
-    buf[0] = '\0';
+    int ret = 0;
+    unsigned saved = c->timeout_s;
     time_t deadline = time(NULL) + timeout_s;
     while (n + 1 < len) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
         int left = (int)(deadline - time(NULL));
-        if (left < 0 || poll(&p, 1, left * 1000) <= 0) {
-            buf[n] = '\0';
-            return -1;
+        if (left <= 0) {
+            ret = -1;
+            break;
         }
+        /* The whole line within timeout_s, however slowly its bytes come. */
+        c->timeout_s = (unsigned)left;
         char ch;
-        ssize_t r = read(fd, &ch, 1);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = mig_conn_read(c, &ch, 1);
         if (r <= 0) {
-            buf[n] = '\0';
-            return -1;
+            ret = -1;
+            break;
         }
         if (ch == '\n')
             break;
         buf[n++] = ch;
     }
+    c->timeout_s = saved;
     buf[n] = '\0';
-    return 0;
+    return ret;
 }

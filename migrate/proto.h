@@ -10,6 +10,7 @@
 struct vm;
 struct mig_buf;
 struct mig_cursor;
+struct mig_conn;
 
 void proto_config_put(const struct vm *vm, struct mig_buf *b);
 /* 0 if the stream's configuration (section version `version`) equals this VM's; -1 with
@@ -17,6 +18,6 @@ void proto_config_put(const struct vm *vm, struct mig_buf *b);
 int proto_config_check(const struct vm *vm, uint16_t version, struct mig_cursor *c, char *err,
                        size_t errlen);
 
-int proto_write_line(int fd, const char *line);
+int proto_write_line(struct mig_conn *c, const char *line);
 /* Reads one line (without the newline) within timeout_s seconds. 0 or -1. */
-int proto_read_line(int fd, char *buf, size_t len, int timeout_s);
+int proto_read_line(struct mig_conn *c, char *buf, size_t len, int timeout_s);

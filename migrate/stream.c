@@ -2,13 +2,12 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "migrate/conn.h"
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/le.h"
@@ -18,10 +17,10 @@
  * sees few large writes; bigger payloads bypass the buffer to avoid a copy. */
 #define WBUF_SIZE (1u << 20)
 
-void mig_stream_init(struct mig_stream *s, int fd)
+void mig_stream_init(struct mig_stream *s, struct mig_conn *conn)
 {
     memset(s, 0, sizeof(*s));
-    s->fd = fd;
+    s->conn = conn;
 }
 
 void mig_stream_free(struct mig_stream *s)
@@ -29,19 +28,6 @@ void mig_stream_free(struct mig_stream *s)
     free(s->wbuf);
     s->wbuf = NULL;
     s->wlen = s->wcap = 0;
-}
-
-/* Waits until fd is ready: the caller may hand us a non-blocking socket. */
-static int wait_fd(int fd, short events)
-{
-    struct pollfd pfd = {.fd = fd, .events = events};
-    for (;;) {
-        int n = poll(&pfd, 1, -1);
-        if (n >= 0)
-            return 0;
-        if (errno != EINTR)
-            return -errno;
-    }
 }
 
 /* ---- writing ---- */
@@ -56,24 +42,14 @@ static int fail(struct mig_stream *s, int err)
 static int write_all(struct mig_stream *s, const uint8_t *p, size_t n)
 {
     while (n > 0) {
-        ssize_t w = write(s->fd, p, n);
+        ssize_t w = mig_conn_write(s->conn, p, n);
         if (w > 0) {
             p += w;
             n -= (size_t)w;
             s->bytes += (uint64_t)w;
             continue;
         }
-        if (w == 0)
-            return fail(s, EIO); /* no progress and no error: do not spin */
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int ret = wait_fd(s->fd, POLLOUT);
-            if (ret)
-                return fail(s, -ret);
-            continue;
-        }
-        return fail(s, errno);
+        return fail(s, w == 0 ? EIO : (int)-w); /* no progress and no error: do not spin */
     }
     return 0;
 }
@@ -162,25 +138,13 @@ static int read_exact(struct mig_stream *s, uint8_t *p, size_t n, size_t *got)
     size_t done = 0;
     int ret = 0;
     while (done < n) {
-        ssize_t r = read(s->fd, p + done, n - done);
+        ssize_t r = mig_conn_read(s->conn, p + done, n - done);
         if (r > 0) {
             done += (size_t)r;
             s->bytes += (uint64_t)r;
             continue;
         }
-        if (r == 0) {
-            ret = 1;
-            break;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            ret = wait_fd(s->fd, POLLIN);
-            if (ret)
-                break;
-            continue;
-        }
-        ret = -errno;
+        ret = r == 0 ? 1 : (int)r;
         break;
     }
     if (got)
@@ -203,6 +167,16 @@ static int refuse(struct mig_stream *s, int err, char *buf, size_t len, const ch
     return -1;
 }
 
+/* A stalled peer is named as such: "Connection timed out" would suggest the network. */
+static const char *io_reason(const struct mig_stream *s, int e, char *buf, size_t len)
+{
+    if (e == ETIMEDOUT && s->conn && s->conn->timeout_s) {
+        snprintf(buf, len, "nothing received for %u s (the peer stalled)", s->conn->timeout_s);
+        return buf;
+    }
+    return strerror(e);
+}
+
 static int already_failed(struct mig_stream *s, char *err, size_t errlen)
 {
     if (err && errlen)
@@ -215,11 +189,17 @@ int mig_read_header(struct mig_stream *s, char *err, size_t errlen)
     if (s->error)
         return already_failed(s, err, errlen);
     uint8_t h[MIG_HDR_SIZE];
+    char why[80];
     size_t got;
     int ret = read_exact(s, h, sizeof(h), &got);
     if (ret < 0)
-        return refuse(s, -ret, err, errlen, "reading stream header: %s", strerror(-ret));
+        return refuse(s, -ret, err, errlen, "reading stream header: %s",
+                      io_reason(s, -ret, why, sizeof(why)));
     /* A short foreign stream is still foreign: check the magic on what arrived. */
+    if (got >= 2 && h[0] == 0x16 && h[1] == 0x03) /* a TLS handshake record */
+        return refuse(s, EPROTO, err, errlen,
+                      "the peer speaks TLS: start this destination with the source's --tls-* "
+                      "options");
     if (memcmp(h, MIG_MAGIC, got < 8 ? got : 8) != 0)
         return refuse(s, EPROTO, err, errlen, "not an nvmevm migration stream");
     if (ret == 1)
@@ -244,11 +224,13 @@ int mig_read_section(struct mig_stream *s, uint32_t *id, uint16_t *version, uint
         return already_failed(s, err, errlen);
 
     uint8_t h[MIG_SECTION_HDR];
+    char why[80];
     size_t got;
     uint64_t at = s->bytes;
     int ret = read_exact(s, h, sizeof(h), &got);
     if (ret < 0)
-        return refuse(s, -ret, err, errlen, "reading section header: %s", strerror(-ret));
+        return refuse(s, -ret, err, errlen, "reading section header: %s",
+                      io_reason(s, -ret, why, sizeof(why)));
     if (ret == 1)
         return refuse(s, EPROTO, err, errlen,
                       "truncated stream: section header at byte %" PRIu64
@@ -282,7 +264,7 @@ int mig_read_section(struct mig_stream *s, uint32_t *id, uint16_t *version, uint
             free(p);
             if (ret < 0)
                 return refuse(s, -ret, err, errlen, "reading section 0x%" PRIx32 ": %s", sid,
-                              strerror(-ret));
+                              io_reason(s, -ret, why, sizeof(why)));
             return refuse(s, EPROTO, err, errlen,
                           "truncated stream: section 0x%" PRIx32
                           " payload ends after %zu of %" PRIu64 " bytes",

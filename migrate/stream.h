@@ -26,15 +26,17 @@ enum mig_section_id {
     MIG_SEC_END = 0xffffffffu,
 };
 
+struct mig_conn;
+
 struct mig_stream {
-    int fd;
-    uint8_t *wbuf; /* write buffering: sections are sent in large writes */
+    struct mig_conn *conn; /* not owned */
+    uint8_t *wbuf;         /* write buffering: sections are sent in large writes */
     size_t wlen, wcap;
     uint64_t bytes; /* total bytes sent or received */
     int error;      /* first errno seen (0 = none) */
 };
 
-void mig_stream_init(struct mig_stream *s, int fd);
+void mig_stream_init(struct mig_stream *s, struct mig_conn *conn);
 void mig_stream_free(struct mig_stream *s);
 
 /* Writing. Each returns 0 or -errno (sticky: after an error everything fails). */

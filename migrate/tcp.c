@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <netdb.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -11,8 +12,10 @@
 #include <unistd.h>
 
 #include "util/err.h"
+#include "util/log.h"
 
-/* Splits "tcp:HOST:PORT" (HOST may be [v6addr] or empty for "any"). */
+/* Splits "tcp:HOST:PORT", "tcp::PORT" or "tcp:PORT" (HOST may be [v6addr]). Without a host
+ * the address is 127.0.0.1: listening on every interface is asked for, never a default. */
 static int parse(const char *uri, char *host, size_t hostlen, char *port, size_t portlen, char *err,
                  size_t errlen)
 {
@@ -20,10 +23,12 @@ static int parse(const char *uri, char *host, size_t hostlen, char *port, size_t
         return err_set(err, errlen, "%s: expected tcp:HOST:PORT", uri);
     }
     const char *h = uri + 4, *colon = strrchr(h, ':');
-    if (!colon || !colon[1]) {
+    if (!colon)
+        colon = h - 1; /* tcp:PORT */
+    if (!colon[1]) {
         return err_set(err, errlen, "%s: missing port (tcp:HOST:PORT)", uri);
     }
-    size_t hl = (size_t)(colon - h);
+    size_t hl = colon < h ? 0 : (size_t)(colon - h);
     if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
         h++;
         hl -= 2;
@@ -33,6 +38,8 @@ static int parse(const char *uri, char *host, size_t hostlen, char *port, size_t
     }
     memcpy(host, h, hl);
     host[hl] = '\0';
+    if (!hl)
+        snprintf(host, hostlen, "127.0.0.1");
     snprintf(port, portlen, "%s", colon + 1);
     return 0;
 }
@@ -43,7 +50,7 @@ static int resolve(const char *uri, bool passive, struct addrinfo **res, char *e
     if (parse(uri, host, sizeof(host), port, sizeof(port), err, errlen) < 0)
         return -1;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0};
-    int r = getaddrinfo(*host ? host : NULL, port, &hints, res);
+    int r = getaddrinfo(host, port, &hints, res);
     if (r) {
         return err_set(err, errlen, "%s: %s", uri, gai_strerror(r));
     }
@@ -97,7 +104,34 @@ int tcp_connect_uri(const char *uri, char *err, size_t errlen)
     return fd;
 }
 
-int tcp_listen_uri(const char *uri, char *err, size_t errlen)
+static bool is_loopback(int fd)
 {
-    return open_first(uri, true, err, errlen);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return false;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return false;
+}
+
+int tcp_listen_uri(const char *uri, bool tls, char *err, size_t errlen)
+{
+    int fd = open_first(uri, true, err, errlen);
+    if (fd >= 0 && !tls && !is_loopback(fd))
+        warn_msg("warning: %s: the migration listens beyond this host without TLS: anyone who "
+                 "can connect can feed this VM its state (use --tls-psk or --tls-cert)",
+                 uri);
+    return fd;
+}
+
+void tcp_host(const char *uri, char *host, size_t len)
+{
+    char port[32], err[8];
+    if (parse(uri, host, len, port, sizeof(port), err, sizeof(err)) < 0)
+        host[0] = '\0';
 }

@@ -143,6 +143,19 @@ static void hostile_vcpu(struct vcpu *dst, const struct mig_buf *b)
                     fail("vCPU state with item %u count %u was accepted", tag, bads[k]);
             }
         }
+        /* An MSR outside the allowlist (EFER, which nvmevm carries in sregs): refused. */
+        uint32_t nmsr;
+        memcpy(&nmsr, b->data + pos + 6, 4);
+        if (tag == 12 && nmsr > 0) {
+            uint32_t evil = 0xc0000080;
+            memcpy(copy, b->data, b->len);
+            memcpy(copy + pos + 10, &evil, 4);
+            mig_cursor_init(&c, copy, b->len);
+            if (vmstate_load_vcpu(dst, &c, err, sizeof(err)) == 0 ||
+                !strstr(err, "not one nvmevm migrates"))
+                fail("vCPU state with MSR 0x%x was not refused by the allowlist (%s)", evil, err);
+            printf("vmstate-harness: %s\n", err);
+        }
         pos += 6 + len;
         items++;
     }

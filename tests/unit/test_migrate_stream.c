@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "util/buf.h"
+#include "migrate/conn.h"
 #include "migrate/stream.h"
 
 /* Any section ids do for the codec: these are two devices' and a vCPU's. */
@@ -176,7 +177,9 @@ static void fill(void)
 static int write_sample(int fd)
 {
     struct mig_stream s;
-    mig_stream_init(&s, fd);
+    struct mig_conn conn;
+    mig_conn_plain(&conn, fd, 0);
+    mig_stream_init(&s, &conn);
     int ret = mig_write_header(&s);
     ret = ret ? ret : mig_write_section(&s, MIG_SEC_UART, 1, small, sizeof(small));
     ret = ret ? ret : mig_write_section(&s, MIG_SEC_RAM, 3, big, BIG_LEN);
@@ -217,7 +220,9 @@ static void expect_section(struct mig_stream *s, uint32_t id, uint16_t ver, cons
 static void read_sample(int fd)
 {
     struct mig_stream s;
-    mig_stream_init(&s, fd);
+    struct mig_conn conn;
+    mig_conn_plain(&conn, fd, 0);
+    mig_stream_init(&s, &conn);
     char err[256] = "";
     cr_assert_eq(mig_read_header(&s, err, sizeof(err)), 0, "%s", err);
     expect_section(&s, MIG_SEC_UART, 1, small, sizeof(small));
@@ -285,7 +290,9 @@ static const char *read_until_error(int fd)
     err[0] = 0;
     cr_assert_eq(lseek(fd, 0, SEEK_SET), 0);
     struct mig_stream s;
-    mig_stream_init(&s, fd);
+    struct mig_conn conn;
+    mig_conn_plain(&conn, fd, 0);
+    mig_stream_init(&s, &conn);
     int ret = mig_read_header(&s, err, sizeof(err));
     while (ret == 0) {
         uint32_t id;
@@ -435,7 +442,9 @@ Test(stream, failure_is_sticky_for_readers)
     poke(fd, 0, "x", 1);
     cr_assert_eq(lseek(fd, 0, SEEK_SET), 0);
     struct mig_stream s;
-    mig_stream_init(&s, fd);
+    struct mig_conn conn;
+    mig_conn_plain(&conn, fd, 0);
+    mig_stream_init(&s, &conn);
     char err[256];
     cr_assert_eq(mig_read_header(&s, err, sizeof(err)), -1);
     uint32_t id;
@@ -454,7 +463,9 @@ Test(stream, write_errors_are_sticky)
     cr_assert_eq(pipe(p), 0);
     close(p[0]);
     struct mig_stream s;
-    mig_stream_init(&s, p[1]);
+    struct mig_conn conn;
+    mig_conn_plain(&conn, p[1], 0);
+    mig_stream_init(&s, &conn);
     cr_assert_eq(mig_write_header(&s), 0, "buffered, not yet written");
     cr_assert_eq(mig_flush(&s), -EPIPE);
     cr_assert_eq(mig_write_section(&s, MIG_SEC_RTC, 1, small, 4), -EPIPE);
@@ -468,7 +479,9 @@ Test(stream, caller_errors_leave_stream_usable)
     int p[2];
     cr_assert_eq(pipe(p), 0);
     struct mig_stream s;
-    mig_stream_init(&s, p[1]);
+    struct mig_conn conn;
+    mig_conn_plain(&conn, p[1], 0);
+    mig_stream_init(&s, &conn);
     cr_assert_eq(mig_write_section(&s, MIG_SEC_RAM, 1, small, MIG_MAX_SECTION + 1), -EMSGSIZE);
     cr_assert_eq(mig_write_section(&s, MIG_SEC_END, 1, NULL, 0), -EINVAL);
     cr_assert_eq(mig_write_header(&s), 0);
