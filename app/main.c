@@ -58,10 +58,10 @@ static void usage_run(FILE *f)
             "  --control PATH   control socket path (default $XDG_RUNTIME_DIR/nvmevm/NAME.sock,\n"
             "                   /run/nvmevm/NAME.sock as root)\n"
             "  --no-stdin       do not read the console from stdin\n"
-            "  --disk PATH[,ro][,lba=512|4096]\n"
+            "  --disk PATH[,ro][,lba=512|4096][,deletable=on]\n"
             "                   add a namespace backed by a file or block device (same as a\n"
             "                   plain PATH argument); ro = read-only; lba = block size\n"
-            "                   (default 512)\n"
+            "                   (default 512); deletable=on lets the guest delete it\n"
             "  --cache MODE     none (default: O_DIRECT when a request is aligned) or writeback\n"
             "  --queues N       NVMe I/O queue pairs offered to the guest, 1..64 (default 8)\n"
             "  --poll-us N      the NVMe I/O thread spins N microseconds for new work before\n"
@@ -104,6 +104,7 @@ struct disk_opt {
     const char *path;
     bool ro;
     uint32_t lba_shift;
+    bool deletable;
 };
 
 struct run_opts {
@@ -148,7 +149,8 @@ static void tls_path(const char *opt, const char *arg, char *out, size_t len)
     memcpy(out, arg, strlen(arg) + 1);
 }
 
-/* PATH[,ro][,lba=512|4096]. The path itself may not contain a comma. */
+/* PATH[,ro][,lba=512|4096][,deletable=on|off]: deletable lets the guest's Namespace
+ * Management delete the namespace (the file stays). The path itself may not contain a comma. */
 static void add_disk(struct run_opts *o, char *spec)
 {
     if (o->ndisks == MAX_DISKS)
@@ -166,8 +168,13 @@ static void add_disk(struct run_opts *o, char *spec)
             d->lba_shift = 9;
         else if (strcmp(p, "lba=4096") == 0)
             d->lba_shift = 12;
+        else if (strcmp(p, "deletable=on") == 0)
+            d->deletable = true;
+        else if (strcmp(p, "deletable=off") == 0)
+            d->deletable = false;
         else
-            die("--disk %s: unknown option '%s' (ro, lba=512, lba=4096)", d->path, p);
+            die("--disk %s: unknown option '%s' (ro, lba=512, lba=4096, deletable=on|off)", d->path,
+                p);
     }
 }
 
@@ -471,7 +478,8 @@ static void open_disks(const struct run_opts *o, struct nvme_pci_config *nc)
         uint64_t lba = 1ULL << o->disks[i].lba_shift;
         if (b->size < lba)
             die("%s: too small for one %llu-byte block", o->disks[i].path, (unsigned long long)lba);
-        nc->ctrl.ns[i] = (struct nvme_ns_config){.blk = b, .lba_shift = o->disks[i].lba_shift};
+        nc->ctrl.ns[i] = (struct nvme_ns_config){
+            .blk = b, .lba_shift = o->disks[i].lba_shift, .deletable = o->disks[i].deletable};
     }
 }
 

@@ -81,4 +81,11 @@ nvme_boot "$log" fio-trim "${NVME_TRIM_SIZE:-64M}"
 echo "nvme: fio trim+write verify over ${NVME_TRIM_SIZE:-64M} took $(($(date +%s) - start)) s"
 expect "$log" fio-trim-verify "fio-trim: ok" && \
     t_check nvme/fio-trim-exit "status $RC" [ "$RC" -eq 0 ]
+# The guest cannot delete a disk given on the command line unless it is marked deletable=on.
+log="$TEST_TMP/nvme-ns-delete.log"
+run_capture "$log" "$BOOT_TIMEOUT" "$NVMEVM" run --mem 512M --no-stdin \
+    --append "quiet nvmevm.run=ns-delete" "$d1" "$d2,deletable=on"
+expect "$log" ns-delete-protected "ns-delete: protected namespace refused" && \
+expect "$log" ns-delete-deletable "ns-delete: deletable namespace deleted" && \
+    t_check nvme/ns-delete-exit "status $RC" [ "$RC" -eq 0 ]
 rm -f "$d1" "$d2"
