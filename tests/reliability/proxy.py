@@ -206,7 +206,7 @@ def run_case(lsock, case):
                    "changed=%d" % case.changed, "where=" + case.where,
                    "clamped=%d" % case.clamped]
     if case.cut_at is not None:
-        fields += ["cut_at=%d" % case.cut_at, "cut_where=" + parser.region(case.cut_at)
+        fields += ["cut_at=%d" % case.cut_at, "cut_clamped=%d" % case.clamped, "cut_where=" + parser.region(case.cut_at)
                    if case.cut_at < parser.pos else "cut_where=beyond-stream"]
     if parser.end_at is not None:
         fields.append("end_at=%d" % parser.end_at)
@@ -233,6 +233,11 @@ def forward_chunk(case, parser, pending, sent, replied):
             case.tail = None
     data = pending[:ready]
     lo, hi = sent, sent + ready
+    # A cut beyond this stream's end (streams differ in length) moves into its last bytes.
+    if case.kind == "cut" and parser.end_at is not None and not case.clamped \
+            and case.cut_at >= parser.end_at + SEC_HDR + HANDOVER:
+        case.cut_at = parser.end_at + case.cut_at % (SEC_HDR + HANDOVER)
+        case.clamped = True
     if case.mut and case.where == "-" and parser.end_at is not None \
             and case.mut[1] >= parser.end_at + SEC_HDR:
         case.mut[1] = parser.end_at + case.mut[1] % SEC_HDR
