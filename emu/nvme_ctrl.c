@@ -143,7 +143,9 @@ static void shutdown_flush_done(struct blk_req *req, int64_t res)
 /* Called from nvme_ctrl_process(): storage submissions belong to the I/O thread. */
 static bool shutdown_start(struct nvme_ctrl *c)
 {
-    if (!c->shutdown_pending)
+    /* A shutdown whose flushes are still in storage owns shutdown_req[]: a new one waits
+     * for them rather than resubmit requests that are in flight. */
+    if (!c->shutdown_pending || c->shutdown_flushes > 0)
         return false;
     c->shutdown_pending = false;
     c->shutdown_flushes = 1; /* held until every flush is queued */

@@ -118,6 +118,28 @@ Test(nvme_regs, shutdown_sets_shst_complete)
     cr_assert(host_enable(h, 8));
 }
 
+/* Found by fuzz/fuzz_nvme: SHN set again while the first shutdown's flush is still in
+ * storage. The second shutdown must not reuse the in-flight flush request (that completed
+ * it twice and drove the flush count negative, so drain and teardown waited forever). */
+Test(nvme_regs, shutdown_again_while_flush_in_flight)
+{
+    cr_assert(host_enable(h, 8));
+    blk_mem_hold(h->disk[0], true);
+    uint32_t cc = host_rd32(h, NVME_REG_CC);
+    host_wr32(h, NVME_REG_CC, cc | 1u << 14);
+    host_process(h); /* the flush goes to storage and stays there */
+    host_wr32(h, NVME_REG_CC, cc);
+    host_wr32(h, NVME_REG_CC, cc | 1u << 14);
+    for (int i = 0; i < 10; i++)
+        host_process(h);
+    blk_mem_hold(h->disk[0], false);
+    for (int i = 0; i < 10; i++)
+        host_process(h);
+    cr_assert_eq(h->c->shutdown_flushes, 0);
+    uint32_t csts = host_rd32(h, NVME_REG_CSTS);
+    cr_assert_eq((csts >> 2) & 3, NVME_CSTS_SHST_CMPLT, "csts %#x", csts);
+}
+
 static void enable_raw(uint32_t aqa, uint64_t asq, uint64_t acq, uint32_t cc)
 {
     host_wr32(h, NVME_REG_AQA, aqa);
