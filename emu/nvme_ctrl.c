@@ -135,7 +135,7 @@ static void shutdown_flush_done(struct blk_req *req, int64_t res)
     struct nvme_ctrl *c = req->opaque;
     if (res < 0)
         warn_msg("nvme: flush at shutdown failed: %s", strerror((int)-res));
-    if (--c->shutdown_flushes == 0)
+    if (--c->shutdown_flushes == 0 && NVME_CC_SHN(c->cc))
         c->csts = (c->csts & ~(NVME_CSTS_SHST_MASK << NVME_CSTS_SHST_SHIFT)) |
                   (NVME_CSTS_SHST_CMPLT << NVME_CSTS_SHST_SHIFT);
 }
@@ -194,6 +194,7 @@ static void write_cc(struct nvme_ctrl *c, uint32_t val)
         if (c->ops->kick)
             c->ops->kick(c->opaque);
     } else if (!NVME_CC_SHN(val) && NVME_CC_SHN(old)) {
+        c->shutdown_pending = false; /* withdrawn before the I/O thread started it */
         c->csts &= ~(NVME_CSTS_SHST_MASK << NVME_CSTS_SHST_SHIFT);
     }
 }

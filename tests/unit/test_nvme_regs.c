@@ -140,6 +140,22 @@ Test(nvme_regs, shutdown_again_while_flush_in_flight)
     cr_assert_eq((csts >> 2) & 3, NVME_CSTS_SHST_CMPLT, "csts %#x", csts);
 }
 
+/* Found by fuzz/fuzz_nvme: SHN set and cleared before the I/O thread ran. The withdrawn
+ * shutdown must not run later (it reported SHST complete with SHN clear, and a migration
+ * saved "shutdown pending without CC.SHN", which the destination refuses). */
+Test(nvme_regs, shutdown_withdrawn_before_it_starts)
+{
+    cr_assert(host_enable(h, 8));
+    uint32_t cc = host_rd32(h, NVME_REG_CC);
+    host_wr32(h, NVME_REG_CC, cc | 1u << 14);
+    host_wr32(h, NVME_REG_CC, cc);
+    for (int i = 0; i < 10; i++)
+        host_process(h);
+    cr_assert_not(h->c->shutdown_pending);
+    uint32_t csts = host_rd32(h, NVME_REG_CSTS);
+    cr_assert_eq((csts >> 2) & 3, 0, "csts %#x", csts);
+}
+
 static void enable_raw(uint32_t aqa, uint64_t asq, uint64_t acq, uint32_t cc)
 {
     host_wr32(h, NVME_REG_AQA, aqa);
