@@ -113,7 +113,10 @@ static void ctrl_reset_finish(struct nvme_ctrl *c)
     c->nr_abort_pending = 0;
     c->intms = 0;
     c->resetting = false;
-    c->csts &= ~(CSTS_RDY | CSTS_CFS);
+    c->csts &= ~CSTS_RDY;
+    /* CC.EN set again while draining was made fatal: it stays so until the next reset. */
+    if (!NVME_CC_EN(c->cc))
+        c->csts &= ~CSTS_CFS;
     nvme_irq_intx_update(c);
 }
 

@@ -156,6 +156,29 @@ Test(nvme_regs, shutdown_withdrawn_before_it_starts)
     cr_assert_eq((csts >> 2) & 3, 0, "csts %#x", csts);
 }
 
+/* Found by fuzz/fuzz_nvme: CC.EN set again while a reset waits for storage is fatal; the
+ * reset finishing later must not clear that CFS, or the controller sits at EN=1, RDY=0,
+ * CFS=0 (the driver waits for RDY forever, and the destination refuses such a state). */
+Test(nvme_regs, enable_during_draining_reset_stays_fatal)
+{
+    cr_assert(host_enable(h, 8));
+    cr_assert_eq(host_create_io_queues(h, 1, 8, 0), 1);
+    blk_mem_hold(h->disk[0], true);
+    struct nvme_sqe rd = {.opcode = nvme_cmd_read, .nsid = 1, .dptr = {host_alloc(h, 4096)}};
+    host_submit(h, 1, &rd, false);
+    host_process(h); /* the read is in storage */
+    uint32_t cc = host_rd32(h, NVME_REG_CC);
+    host_wr32(h, NVME_REG_CC, cc & ~1u);
+    host_wr32(h, NVME_REG_CC, cc);
+    blk_mem_hold(h->disk[0], false);
+    for (int i = 0; i < 10; i++)
+        host_process(h);
+    uint32_t csts = host_rd32(h, NVME_REG_CSTS);
+    cr_assert(csts & 2, "csts %#x: EN=1 without RDY must be fatal", csts);
+    cr_assert(host_disable(h));
+    cr_assert(host_enable(h, 8));
+}
+
 static void enable_raw(uint32_t aqa, uint64_t asq, uint64_t acq, uint32_t cc)
 {
     host_wr32(h, NVME_REG_AQA, aqa);
