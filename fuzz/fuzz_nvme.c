@@ -87,7 +87,8 @@ static const struct nvme_host_ops fz_ops = {.msix_notify = on_msix, .intx_set = 
 static uint64_t page_gpa(unsigned page)
 {
     page %= RAM_PAGES;
-    return page < RAM_LOW / 4096 ? (uint64_t)page * 4096 : (1ull << 32) + (page - RAM_LOW / 4096) * 4096ull;
+    return page < RAM_LOW / 4096 ? (uint64_t)page * 4096
+                                 : (1ull << 32) + (page - RAM_LOW / 4096) * 4096ull;
 }
 
 static void *ram_at(struct fz *f, uint64_t gpa, uint64_t len)
@@ -330,10 +331,10 @@ static void op_migrate(struct fz *f, struct fin *in, bool corrupt)
 static void run_op(struct fz *f, struct fin *in)
 {
     static const uint16_t regs[] = {
-        NVME_REG_CAP,    NVME_REG_VS,    NVME_REG_INTMS,  NVME_REG_INTMC,
-        NVME_REG_CC,     NVME_REG_CSTS,  NVME_REG_NSSR,   NVME_REG_AQA,
-        NVME_REG_ASQ,    NVME_REG_ACQ,   NVME_REG_CMBLOC, NVME_REG_CMBSZ,
-        NVME_REG_BPINFO, NVME_REG_CRTO,  NVME_REG_PMRCAP, NVME_REG_PMRCTL,
+        NVME_REG_CAP,    NVME_REG_VS,   NVME_REG_INTMS,  NVME_REG_INTMC,
+        NVME_REG_CC,     NVME_REG_CSTS, NVME_REG_NSSR,   NVME_REG_AQA,
+        NVME_REG_ASQ,    NVME_REG_ACQ,  NVME_REG_CMBLOC, NVME_REG_CMBSZ,
+        NVME_REG_BPINFO, NVME_REG_CRTO, NVME_REG_PMRCAP, NVME_REG_PMRCTL,
     };
     uint8_t op = fin_u8(in) % OP_MAX;
     switch (op) {

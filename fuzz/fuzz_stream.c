@@ -320,9 +320,12 @@ static void write_seeds(const char *dir)
         const char *name;
         uint32_t id;
         uint8_t sel;
-    } sec[] = {{"config", MIG_SEC_CONFIG, 7 | 1 << 3}, {"nvme", NVME_SECTION, 1},
-               {"pci", PCI_CONFIG_SECTION, 2},        {"uart", UART_SECTION, 3},
-               {"i8042", I8042_SECTION, 4},           {"rtc", RTC_SECTION, 5}};
+    } sec[] = {{"config", MIG_SEC_CONFIG, 7 | 1 << 3},
+               {"nvme", NVME_SECTION, 1},
+               {"pci", PCI_CONFIG_SECTION, 2},
+               {"uart", UART_SECTION, 3},
+               {"i8042", I8042_SECTION, 4},
+               {"rtc", RTC_SECTION, 5}};
     int fd = memfd_create("seed", MFD_CLOEXEC);
     struct mig_stream st;
     mig_stream_init(&st, fd);
@@ -388,14 +391,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct machine m;
     machine_init(&m);
     char err[256];
-    static const uint32_t direct[8] = {0,
-                                       NVME_SECTION,
-                                       PCI_CONFIG_SECTION,
-                                       UART_SECTION,
-                                       I8042_SECTION,
-                                       RTC_SECTION,
-                                       VM_SECTION_VCPU + 1,
-                                       VM_SECTION_KVM};
+    static const uint32_t direct[8] = {
+        0,           NVME_SECTION,        PCI_CONFIG_SECTION, UART_SECTION, I8042_SECTION,
+        RTC_SECTION, VM_SECTION_VCPU + 1, VM_SECTION_KVM};
     static const uint32_t more[4] = {VM_SECTION_KVM, MIG_SEC_CONFIG, MIG_SEC_RAM, VM_SECTION_VCPU};
     if (sel % 8 == 0) {
         run_stream(&m, data, size, sel & 0x80);
