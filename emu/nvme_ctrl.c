@@ -213,8 +213,8 @@ static void write_cc(struct nvme_ctrl *c, uint32_t val)
         if (c->ops->kick)
             c->ops->kick(c->opaque);
     } else if (!NVME_CC_SHN(val) && NVME_CC_SHN(old)) {
+        c->shutdown_pending = false; /* withdrawn before the I/O thread started it */
         c->csts &= ~(NVME_CSTS_SHST_MASK << NVME_CSTS_SHST_SHIFT);
-        c->shutdown_pending = false;
     }
 }
 

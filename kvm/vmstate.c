@@ -621,6 +621,19 @@ static int decode_vcpu(struct vcpu *v, struct item *it, struct vcpu_state *s, ch
     return 0;
 }
 
+int vmstate_check_vcpu(struct mig_cursor *c, unsigned id, char *err, size_t errlen)
+{
+    struct item it[T_VCPU_MAX];
+    if (parse_record(c, VCPU_MAGIC, id, it, T_VCPU_MAX, "vCPU", err, errlen) < 0)
+        return -1;
+    struct vcpu_state *s = calloc(1, sizeof(*s));
+    if (!s)
+        return err_set(err, errlen, "out of memory");
+    int ret = decode_vcpu(NULL, it, s, err, errlen);
+    free(s);
+    return ret;
+}
+
 static int load_cpuid(struct vcpu *v, const struct item *it, char *err, size_t errlen)
 {
     uint32_t n = le32_get(it->p);
@@ -798,15 +811,14 @@ int vmstate_save_vm(struct vm *vm, struct mig_buf *b, char *err, size_t errlen)
     return 0;
 }
 
-int vmstate_load_vm(struct vm *vm, struct mig_cursor *c, char *err, size_t errlen)
+static const char *const chip_name[3] = {"PIC master", "PIC slave", "IOAPIC"};
+
+static int decode_vm(struct mig_cursor *c, struct kvm_irqchip ic[3], struct kvm_pit_state2 *pit,
+                     struct kvm_clock_data *clk, char *err, size_t errlen)
 {
     struct item it[V_VM_MAX];
     if (parse_record(c, VM_MAGIC, 0, it, V_VM_MAX, "VM", err, errlen) < 0)
         return -1;
-    struct kvm_irqchip ic[3];
-    struct kvm_pit_state2 pit;
-    struct kvm_clock_data clk;
-    static const char *const chip_name[3] = {"PIC master", "PIC slave", "IOAPIC"};
     for (unsigned i = 0; i < 3; i++) {
         if (get_fixed(&it[V_PIC_MASTER + i], &ic[i], sizeof(ic[i]), true, chip_name[i], err,
                       errlen) < 0)
@@ -814,8 +826,26 @@ int vmstate_load_vm(struct vm *vm, struct mig_cursor *c, char *err, size_t errle
         if (ic[i].chip_id != i)
             return err_set(err, errlen, "%s: chip id %u", chip_name[i], ic[i].chip_id);
     }
-    if (get_fixed(&it[V_PIT2], &pit, sizeof(pit), true, "PIT", err, errlen) < 0 ||
-        get_fixed(&it[V_CLOCK], &clk, sizeof(clk), true, "kvmclock", err, errlen) < 0)
+    if (get_fixed(&it[V_PIT2], pit, sizeof(*pit), true, "PIT", err, errlen) < 0 ||
+        get_fixed(&it[V_CLOCK], clk, sizeof(*clk), true, "kvmclock", err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+int vmstate_check_vm(struct mig_cursor *c, char *err, size_t errlen)
+{
+    struct kvm_irqchip ic[3];
+    struct kvm_pit_state2 pit;
+    struct kvm_clock_data clk;
+    return decode_vm(c, ic, &pit, &clk, err, errlen);
+}
+
+int vmstate_load_vm(struct vm *vm, struct mig_cursor *c, char *err, size_t errlen)
+{
+    struct kvm_irqchip ic[3];
+    struct kvm_pit_state2 pit;
+    struct kvm_clock_data clk;
+    if (decode_vm(c, ic, &pit, &clk, err, errlen) < 0)
         return -1;
 
     if (ioctl(vm->vm_fd, KVM_SET_PIT2, &pit) < 0)

@@ -25,6 +25,11 @@ int vmstate_save_vcpu(struct vcpu *v, struct mig_buf *b, char *err, size_t errle
  * KVM; refuses (-1) state this host's KVM cannot take rather than dropping it. */
 int vmstate_load_vcpu(struct vcpu *v, struct mig_cursor *c, char *err, size_t errlen);
 
+/* The parsing and checking half of the loads, without KVM (what a hostile stream can reach
+ * before the first ioctl; the fuzzer calls these). 0, or -1 with a reason. */
+int vmstate_check_vcpu(struct mig_cursor *c, unsigned id, char *err, size_t errlen);
+int vmstate_check_vm(struct mig_cursor *c, char *err, size_t errlen);
+
 /* PIC master, PIC slave, IOAPIC, PIT, kvmclock. vCPUs paused. */
 int vmstate_save_vm(struct vm *vm, struct mig_buf *b, char *err, size_t errlen);
 int vmstate_load_vm(struct vm *vm, struct mig_cursor *c, char *err, size_t errlen);

@@ -20,24 +20,30 @@ RESULTS=$(mktemp /tmp/nvmevm-results.XXXXXX)
 export NVMEVM_RESULTS=$RESULTS
 . "$REPO/tests/lib.sh"
 
-echo "== level 1: unit tests (Criterion)"
-for t in "$BUILD"/tests/test_*; do
+# run_units BUILD PREFIX: every unit test binary of BUILD, one result line per test case.
+run_units() {
+local build=$1 prefix=$2
+for t in "$build"/tests/test_*; do
     [ -f "$t" ] && [ -x "$t" ] || continue
     name=$(basename "$t")
-    log="$TEST_TMP/$name.log"
+    log="$TEST_TMP/$prefix-$name.log"
     "$t" --jobs 1 >"$log" 2>&1
     rc=$?
     # One result per Criterion test case, from its own summary line.
     syn=$(grep -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' "$log")
     read -r tested passing failing crashing < <(sed 's/[^0-9 ]//g' <<<"$syn")
     if [ -z "$syn" ] || [ "$tested" -eq 0 ]; then
-        t_fail "unit/$name" "no Criterion summary (exit $rc)"; show_tail "$log"; continue
+        t_fail "$prefix/$name" "no Criterion summary (exit $rc)"; show_tail "$log"; continue
     fi
-    for _ in $(seq "$passing"); do echo "PASS unit/$name" >>"$RESULTS"; done
-    for _ in $(seq $((failing + crashing))); do echo "FAIL unit/$name" >>"$RESULTS"; done
-    echo "$name: $passing/$tested passed"
+    for _ in $(seq "$passing"); do echo "PASS $prefix/$name" >>"$RESULTS"; done
+    for _ in $(seq $((failing + crashing))); do echo "FAIL $prefix/$name" >>"$RESULTS"; done
+    echo "$prefix/$name: $passing/$tested passed"
     [ $((failing + crashing)) -eq 0 ] && [ $rc -eq 0 ] || show_tail "$log" 30
 done
+}
+
+echo "== level 1: unit tests (Criterion)"
+run_units "$BUILD" unit
 
 echo "== checks: layering and format"
 for check in check-layers check-style; do
@@ -58,6 +64,37 @@ if [ $QUICK -eq 1 ]; then
     "$REPO/tests/guests.sh" --no-linux
 else
     "$REPO/tests/guests.sh"
+fi
+
+echo "== fuzz: every libFuzzer harness for ${NVMEVM_FUZZ_SECS:=20} s (scripts/fuzz.sh)"
+fuzz_out=$("$REPO/scripts/fuzz.sh" "$NVMEVM_FUZZ_SECS" 2>&1)
+echo "$fuzz_out"
+for h in fuzz_nvme fuzz_stream; do
+    line=$(grep "^$h: " <<<"$fuzz_out")
+    if [[ $line == *"crashes 0" ]]; then
+        t_pass "fuzz/$h"
+    else
+        t_fail "fuzz/$h" "${line:-no result (build failed?)}"
+    fi
+done
+
+# The same unit tests and tiny guests with ASan and UBSan (UBSan made fatal, so a report
+# fails the test). The sandbox keeps using $BUILD's kernel and caches; only the nvmevm
+# binary under test comes from build-asan. Results are named unit-asan/... and asan/....
+echo "== ASan/UBSan: unit tests and the tiny guest (build-asan)"
+ASAN_BUILD=$REPO/build-asan
+if { [ -f "$ASAN_BUILD/build.ninja" ] ||
+    meson setup "$ASAN_BUILD" "$REPO" -Db_sanitize=address,undefined \
+        -Dc_args=-fno-sanitize-recover=undefined >"$TEST_TMP/asan-setup.log" 2>&1; } &&
+    ninja -C "$ASAN_BUILD" >"$TEST_TMP/asan-build.log" 2>&1; then
+    run_units "$ASAN_BUILD" unit-asan
+    asan_results=$(mktemp /tmp/nvmevm-asan-results.XXXXXX)
+    NVMEVM="$ASAN_BUILD/nvmevm" NVMEVM_RESULTS="$asan_results" "$REPO/tests/guests.sh" --no-linux
+    grep -v '^SKIP linux/all' "$asan_results" | sed -E 's/^(PASS|FAIL|SKIP) /\1 asan\//' >>"$RESULTS"
+    rm -f "$asan_results"
+else
+    t_fail asan/build "build-asan did not build"
+    show_tail "$TEST_TMP/asan-build.log"
 fi
 
 passed=$(grep -c '^PASS' "$RESULTS")

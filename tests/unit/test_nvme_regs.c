@@ -118,6 +118,69 @@ Test(nvme_regs, shutdown_sets_shst_complete)
     cr_assert(host_enable(h, 8));
 }
 
+/* Found by fuzz/fuzz_nvme: SHN set again while the first shutdown's flush is still in
+ * storage. The second shutdown must not reuse the in-flight flush request (that completed
+ * it twice and drove the flush count negative, so drain and teardown waited forever). */
+Test(nvme_regs, shutdown_again_while_flush_in_flight)
+{
+    cr_assert(host_enable(h, 8));
+    blk_mem_hold(h->disk[0], true);
+    uint32_t cc = host_rd32(h, NVME_REG_CC);
+    host_wr32(h, NVME_REG_CC, cc | 1u << 14);
+    host_process(h); /* the flush goes to storage and stays there */
+    host_wr32(h, NVME_REG_CC, cc);
+    host_wr32(h, NVME_REG_CC, cc | 1u << 14);
+    for (int i = 0; i < 10; i++)
+        host_process(h);
+    blk_mem_hold(h->disk[0], false);
+    for (int i = 0; i < 10; i++)
+        host_process(h);
+    cr_assert_eq(h->c->shutdown_flushes, 0);
+    uint32_t csts = host_rd32(h, NVME_REG_CSTS);
+    cr_assert_eq((csts >> 2) & 3, NVME_CSTS_SHST_CMPLT, "csts %#x", csts);
+}
+
+/* Found by fuzz/fuzz_nvme: SHN set and cleared before the I/O thread ran. The withdrawn
+ * shutdown must not run later (it reported SHST complete with SHN clear, and a migration
+ * saved "shutdown pending without CC.SHN", which the destination refuses). */
+Test(nvme_regs, shutdown_withdrawn_before_it_starts)
+{
+    cr_assert(host_enable(h, 8));
+    uint32_t cc = host_rd32(h, NVME_REG_CC);
+    host_wr32(h, NVME_REG_CC, cc | 1u << 14);
+    host_wr32(h, NVME_REG_CC, cc);
+    for (int i = 0; i < 10; i++)
+        host_process(h);
+    cr_assert_not(h->c->shutdown_pending);
+    uint32_t csts = host_rd32(h, NVME_REG_CSTS);
+    cr_assert_eq((csts >> 2) & 3, 0, "csts %#x", csts);
+}
+
+/* Found by fuzz/fuzz_nvme: CC.EN set again while a reset waits for storage is fatal; the
+ * reset finishing later must not clear that CFS, or the controller sits at EN=1, RDY=0,
+ * CFS=0 (the driver waits for RDY forever, and the destination refuses such a state). */
+/* EN=1 written while a reset drains: the reset's end acts on it (ready), never EN=1 with
+ * neither RDY nor CFS (the driver would wait forever). */
+Test(nvme_regs, enable_during_draining_reset_is_never_stuck)
+{
+    cr_assert(host_enable(h, 8));
+    cr_assert_eq(host_create_io_queues(h, 1, 8, 0), 1);
+    blk_mem_hold(h->disk[0], true);
+    struct nvme_sqe rd = {.opcode = nvme_cmd_read, .nsid = 1, .dptr = {host_alloc(h, 4096)}};
+    host_submit(h, 1, &rd, false);
+    host_process(h); /* the read is in storage */
+    uint32_t cc = host_rd32(h, NVME_REG_CC);
+    host_wr32(h, NVME_REG_CC, cc & ~1u);
+    host_wr32(h, NVME_REG_CC, cc);
+    blk_mem_hold(h->disk[0], false);
+    for (int i = 0; i < 10; i++)
+        host_process(h);
+    uint32_t csts = host_rd32(h, NVME_REG_CSTS);
+    cr_assert((csts & 1) && !(csts & 2), "csts %#x: EN=1 must end ready, not stuck", csts);
+    cr_assert(host_disable(h));
+    cr_assert(host_enable(h, 8));
+}
+
 static void enable_raw(uint32_t aqa, uint64_t asq, uint64_t acq, uint32_t cc)
 {
     host_wr32(h, NVME_REG_AQA, aqa);
