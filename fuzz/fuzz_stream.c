@@ -29,6 +29,7 @@
 #include "kvm/vmstate.h"
 #include "migrate/proto.h"
 #include "migrate/ram.h"
+#include "migrate/conn.h"
 #include "migrate/stream.h"
 #include "util/buf.h"
 #include "util/err.h"
@@ -265,7 +266,9 @@ static void run_stream(struct machine *m, const uint8_t *data, size_t size, bool
         abort();
     free(copy);
     struct mig_stream s;
-    mig_stream_init(&s, stream_fd);
+    struct mig_conn conn; /* not closed: stream_fd is reused by the next input */
+    mig_conn_plain(&conn, stream_fd, 0);
+    mig_stream_init(&s, &conn);
     char err[256];
     if (mig_read_header(&s, err, sizeof(err)) == 0) {
         for (int i = 0; i < 64; i++) {
@@ -328,7 +331,9 @@ static void write_seeds(const char *dir)
                {"rtc", RTC_SECTION, 5}};
     int fd = memfd_create("seed", MFD_CLOEXEC);
     struct mig_stream st;
-    mig_stream_init(&st, fd);
+    struct mig_conn conn;
+    mig_conn_plain(&conn, fd, 0);
+    mig_stream_init(&st, &conn);
     mig_write_header(&st);
     for (size_t i = 0; i < sizeof(sec) / sizeof(sec[0]); i++) {
         struct mig_buf b;
