@@ -21,38 +21,42 @@
  * thread (atexit restores the terminal with an ioctl and removes the control socket).
  * ioctl stays open to every thread: KVM is driven through it from each of them. */
 static const char *const base_calls[] = {
-    "read",        "write",         "readv",     "writev",        "close",
-    "futex",       "rt_sigreturn",  "rt_sigprocmask", "restart_syscall", "exit",
-    "exit_group",  "mmap",          "munmap",    "mremap",        "mprotect",
-    "madvise",     "brk",           "clock_gettime",  "clock_nanosleep", "nanosleep",
-    "gettid",      "getpid",        "sched_yield",    "getrandom",  "fstat",
-    "newfstatat",  "lseek",         "unlink",    "ioctl",         "poll",
-    "ppoll",       NULL,
+    "read",       "write",        "readv",          "writev",          "close",
+    "futex",      "rt_sigreturn", "rt_sigprocmask", "restart_syscall", "exit",
+    "exit_group", "mmap",         "munmap",         "mremap",          "mprotect",
+    "madvise",    "brk",          "clock_gettime",  "clock_nanosleep", "nanosleep",
+    "gettid",     "getpid",       "sched_yield",    "getrandom",       "fstat",
+    "newfstatat", "lseek",        "unlink",         "ioctl",           "poll",
+    "ppoll",      NULL,
 };
 
 /* The NVMe I/O thread: io_uring, its epoll, and the synchronous fallbacks of block/. */
 static const char *const io_calls[] = {
-    "io_uring_enter", "io_uring_register", "epoll_wait", "epoll_pwait", "epoll_ctl",
-    "fdatasync",      "fsync",             "fallocate",  "ftruncate",   "pread64",
-    "pwrite64",       "preadv",            "pwritev",    NULL,
+    "io_uring_enter", "io_uring_register",
+    "epoll_wait",     "epoll_pwait",
+    "epoll_ctl",      "fdatasync",
+    "fsync",          "fallocate",
+    "ftruncate",      "pread64",
+    "pwrite64",       "preadv",
+    "pwritev",        NULL,
 };
 
 /* The migration thread: the TCP connection (names resolved through NSS files), the disk
  * handover (sync, lock release and retake) and the I/O thread's calls, which a quiesce
  * may run here. */
 static const char *const migration_calls[] = {
-    "socket",    "connect",     "bind",     "getsockname", "getpeername", "setsockopt",
-    "getsockopt", "sendto",     "recvfrom", "sendmsg",     "recvmsg",     "sendmmsg",
-    "shutdown",  "openat",      "fcntl",    "flock",       "uname",       "fstatfs",
-    "sysinfo",   "getuid",      "geteuid",  "getgid",      "getegid",     "eventfd2",
-    "epoll_create1", "pipe2",   "dup",      NULL,
+    "socket", "connect",  "bind",     "getsockname",   "getpeername", "setsockopt", "getsockopt",
+    "sendto", "recvfrom", "sendmsg",  "recvmsg",       "sendmmsg",    "shutdown",   "openat",
+    "fcntl",  "flock",    "uname",    "fstatfs",       "sysinfo",     "getuid",     "geteuid",
+    "getgid", "getegid",  "eventfd2", "epoll_create1", "pipe2",       "dup",        NULL,
 };
 
 /* The main thread: the control socket, and starting the migration thread, which inherits
  * this filter (so everything it needs is here too). */
 static const char *const main_calls[] = {
-    "accept4",       "listen",   "clone",       "clone3", "set_robust_list", "rseq",
-    "sigaltstack",   "unlinkat", "sched_getaffinity", "signalfd4", NULL,
+    "accept4",           "listen",    "clone",       "clone3",
+    "set_robust_list",   "rseq",      "sigaltstack", "unlinkat",
+    "sched_getaffinity", "signalfd4", NULL,
 };
 
 static struct sock_fprog progs[THREAD_ROLE_COUNT];
@@ -68,7 +72,7 @@ bool syscall_filter_default_on(void)
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     return false;
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                       \
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
     __has_feature(memory_sanitizer)
     return false;
 #else
@@ -184,8 +188,7 @@ static void enter(enum thread_role role)
     if (selftest_role == (int)role) {
         char *argv[] = {NULL};
         syscall(SYS_execve, "", argv, argv);
-        warn_msg("seccomp self-test: the %s thread was allowed to call execve",
-                 role_names[role]);
+        warn_msg("seccomp self-test: the %s thread was allowed to call execve", role_names[role]);
     }
 }
 
