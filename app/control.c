@@ -274,8 +274,29 @@ static void serve_lines(struct control *c, struct vm *vm, struct control_conn *k
     }
 }
 
+/* Closing with unread input would reset the connection and lose the reply on its way:
+ * the client reads its error first, then the rest of what it sent is discarded. */
+static void conn_drain(struct control_conn *k)
+{
+    char junk[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t r = read(k->fd, junk, sizeof(junk));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EAGAIN)
+            return;
+        if (r <= 0)
+            break;
+    }
+    conn_close(k);
+}
+
 static void conn_read(struct control *c, struct vm *vm, struct control_conn *k)
 {
+    if (k->draining) {
+        conn_drain(k);
+        return;
+    }
     if (!k->in && !(k->in = malloc(CONTROL_MAX_LINE + 1))) {
         k->closing = true;
         return;
@@ -323,8 +344,11 @@ static void conn_write(struct control_conn *k)
     free(k->out);
     k->out = NULL;
     k->out_len = k->out_off = 0;
-    if (k->closing)
-        conn_close(k);
+    if (k->closing && !k->draining) {
+        shutdown(k->fd, SHUT_WR);
+        k->draining = true;
+        k->last_active_ms = now_ms();
+    }
 }
 
 static void accept_clients(struct control *c)
@@ -360,7 +384,7 @@ int control_pollfds(struct control *c, struct pollfd *p)
         short ev = 0;
         if (k->out_off < k->out_len)
             ev |= POLLOUT;
-        if (!k->closing && k->out_len - k->out_off < MAX_OUT)
+        if (k->draining || (!k->closing && k->out_len - k->out_off < MAX_OUT))
             ev |= POLLIN;
         /* A free slot keeps its place with fd -1, which poll skips. */
         p[n++] = (struct pollfd){.fd = k->fd >= 0 ? k->fd : -1, .events = ev};
@@ -378,7 +402,7 @@ void control_handle(struct control *c, struct vm *vm, const struct pollfd *p, in
             conn_read(c, vm, k);
         if (k->fd >= 0 && k->out_len - k->out_off < MAX_OUT && k->in_len && !k->closing)
             serve_lines(c, vm, k, false); /* lines held back while the backlog was full */
-        if (k->fd >= 0)
+        if (k->fd >= 0 && !k->draining)
             conn_write(k);
     }
     if (n > 0 && (p[0].revents & POLLIN))

@@ -28,7 +28,8 @@ struct control_conn {
     size_t in_len;
     char *out;
     size_t out_len, out_off;
-    bool closing; /* close once out is sent */
+    bool closing;  /* close once out is sent */
+    bool draining; /* reply sent and our side shut: discard input until the client closes */
     uint64_t last_active_ms;
 };
 
