@@ -29,8 +29,7 @@ static int check_dir(const char *dir, char *err, size_t errlen)
     if (lstat(dir, &st) < 0)
         return err_set(err, errlen, "%s: %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return err_set(err, errlen, "%s: not a directory (a symlink or file is not trusted)",
-                       dir);
+        return err_set(err, errlen, "%s: not a directory (a symlink or file is not trusted)", dir);
     if (st.st_uid != geteuid())
         return err_set(err, errlen, "%s: owned by uid %u, not by us (uid %u)", dir,
                        (unsigned)st.st_uid, (unsigned)geteuid());
@@ -39,8 +38,7 @@ static int check_dir(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
-int control_default_path_err(const char *name, char *out, size_t outlen, char *err,
-                             size_t errlen)
+int control_default_path_err(const char *name, char *out, size_t outlen, char *err, size_t errlen)
 {
     if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
         return err_set(err, errlen, "VM name '%s': must be non-empty and contain no '/'", name);
@@ -126,8 +124,8 @@ int control_request(const char *path, const char *req, char *out, size_t outlen)
 int control_request_obj(const char *path, json_object *req, char *out, size_t outlen)
 {
     /* json-c escapes every string, so no user text can add members to the request. */
-    const char *js =
-        json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *js = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN |
+                                                             JSON_C_TO_STRING_NOSLASHESCAPE);
     size_t n = strlen(js);
     char *line = malloc(n + 2);
     if (!line) {

@@ -28,8 +28,8 @@ static const char *const migrate_keys[] = {"cmd",           "id",        "uri", 
                                            "max_bandwidth", "timeout_s", "force", "auto_converge"};
 
 /* A non-negative integer member no larger than max, dflt when absent. */
-static int get_uint(json_object *req, const char *key, uint64_t dflt, uint64_t max,
-                    uint64_t *out, char *err, size_t errlen)
+static int get_uint(json_object *req, const char *key, uint64_t dflt, uint64_t max, uint64_t *out,
+                    char *err, size_t errlen)
 {
     json_object *v;
     *out = dflt;
@@ -139,7 +139,7 @@ int control_parse_request(const char *buf, size_t len, struct control_req *out, 
     if (!tok)
         return err_set(err, errlen, "out of memory");
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS |
-                                   JSON_TOKENER_VALIDATE_UTF8);
+                                    JSON_TOKENER_VALIDATE_UTF8);
     json_object *req = json_tokener_parse_ex(tok, buf, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);

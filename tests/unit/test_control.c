@@ -23,8 +23,7 @@ Test(control, status_and_id_echo)
     cr_assert_eq(parse("{\"cmd\":\"status\",\"id\":{\"n\":[1,2]}}", &r, err, sizeof(err)), 0);
     cr_assert_eq(r.cmd, CONTROL_STATUS);
     cr_assert_not_null(r.id);
-    cr_assert_str_eq(json_object_to_json_string_ext(r.id, JSON_C_TO_STRING_PLAIN),
-                     "{\"n\":[1,2]}");
+    cr_assert_str_eq(json_object_to_json_string_ext(r.id, JSON_C_TO_STRING_PLAIN), "{\"n\":[1,2]}");
     control_req_release(&r);
 }
 
@@ -93,8 +92,14 @@ Test(control, migrate_members_typed)
 Test(control, malformed_refused)
 {
     static const char *const bad[] = {
-        "", "{", "[]", "\"status\"", "{\"cmd\":1}", "{\"cmd\":\"status\"} x",
-        "{\"cmd\":\"status\"}{\"cmd\":\"quit\"}", "{\"cmd\":\"st\xff\"}",
+        "",
+        "{",
+        "[]",
+        "\"status\"",
+        "{\"cmd\":1}",
+        "{\"cmd\":\"status\"} x",
+        "{\"cmd\":\"status\"}{\"cmd\":\"quit\"}",
+        "{\"cmd\":\"st\xff\"}",
         "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
