@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util/err.h"
@@ -198,6 +199,9 @@ int syscall_filter_setup(char *err, size_t errlen)
     for (int i = 0; st && i < THREAD_ROLE_COUNT; i++)
         if (strcmp(st, role_names[i]) == 0)
             selftest_role = i;
+    /* glibc reads /etc/localtime on the first time conversion of the process, even for
+     * gmtime_r (the RTC's, in a vCPU thread): do it now, before any filter. */
+    tzset();
     for (int nr = 0; nr < MAX_NR; nr++)
         call_names[nr] = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
     for (int role = 0; role < THREAD_ROLE_COUNT; role++)

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "app/control_parse.h"
@@ -159,4 +160,18 @@ Test(control, seccomp_allows_listed_calls)
     /* The migration thread's filter allows socket(); the vCPU's would trap pipe(). */
     cr_assert_eq(child_with_filter(THREAD_ROLE_MIGRATION, open_socket), 0);
     cr_assert_eq(child_with_filter(THREAD_ROLE_VCPU, write_pipe), 128 + SIGSYS);
+}
+
+static int convert_time(void)
+{
+    time_t t = 86400;
+    struct tm tm;
+    return gmtime_r(&t, &tm) && tm.tm_mday == 2 ? 0 : 7;
+}
+
+/* The RTC converts the host's time in a vCPU thread: glibc's first conversion opens
+ * /etc/localtime, which the vCPU filter forbids; setup does it beforehand. */
+Test(control, seccomp_time_conversion_in_vcpu)
+{
+    cr_assert_eq(child_with_filter(THREAD_ROLE_VCPU, convert_time), 0);
 }
