@@ -1,37 +1,27 @@
+/* The control socket's server: non-blocking, one buffer pair per client, driven by the
+ * main loop's poll (app/main.c). Requests are parsed by app/control_parse.c; every reply
+ * is built with json-c, so no text a client or the guest sent can change its structure. */
 #include "app/control.h"
 
 #include <errno.h>
 #include <json-c/json.h>
-#include <stdint.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "app/control_parse.h"
 #include "kvm/vm.h"
 #include "migrate/migrate.h"
+#include "util/err.h"
 #include "util/log.h"
 
-int control_default_path(const char *name, char *out, size_t outlen)
-{
-    const char *base = getenv("XDG_RUNTIME_DIR");
-    char dir[80];
-    if (base && *base)
-        snprintf(dir, sizeof(dir), "%s/nvmevm", base);
-    else if (geteuid() == 0)
-        snprintf(dir, sizeof(dir), "/run/nvmevm");
-    else
-        snprintf(dir, sizeof(dir), "/tmp/nvmevm-%u", (unsigned)geteuid());
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return -1;
-    int n = snprintf(out, outlen, "%s/%s.sock", dir, name);
-    return n > 0 && (size_t)n < outlen ? 0 : -1;
-}
+/* A client that stops reading its replies gets no more served past this much backlog. */
+#define MAX_OUT (256 * 1024)
 
 /* The socket of this process, removed if nvmevm dies before control_close(). */
 static char bound_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -42,35 +32,81 @@ static void unlink_bound(void)
         unlink(bound_path);
 }
 
-void control_open(struct control *c, const char *path)
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Only a socket nobody answers on is ours to replace: a user's file, directory or
+ * symlink given by mistake as --control stays untouched. */
+static int clear_stale(int fd, const struct sockaddr_un *sa, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(sa->sun_path, &st) < 0)
+        return errno == ENOENT ? 0 : err_set(err, errlen, "%s: %s", sa->sun_path, strerror(errno));
+    if (!S_ISSOCK(st.st_mode))
+        return err_set(err, errlen, "%s: exists and is not a socket; not replacing it",
+                       sa->sun_path);
+    if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0)
+        return err_set(err, errlen,
+                       "%s: another nvmevm is already using this control socket (use --name)",
+                       sa->sun_path);
+    if (unlink(sa->sun_path) < 0 && errno != ENOENT)
+        return err_set(err, errlen, "%s: %s", sa->sun_path, strerror(errno));
+    return 0;
+}
+
+int control_open(struct control *c, const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memset(c, 0, sizeof(*c));
+    c->listen_fd = -1;
+    for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
+        c->conns[i].fd = -1;
     if (strlen(path) >= sizeof(sa.sun_path))
-        die("%s: control socket path too long", path);
-    c->mig = NULL;
+        return err_set(err, errlen, "%s: control socket path too long (at most %zu bytes)", path,
+                       sizeof(sa.sun_path) - 1);
     memcpy(c->path, path, strlen(path) + 1);
     memcpy(sa.sun_path, path, strlen(path) + 1);
-    c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (c->listen_fd < 0)
-        die_errno("control socket");
-    /* A stale socket from a crashed run is replaced; a live one is refused. */
-    if (connect(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-        die("%s: another nvmevm is already using this control socket (use --name)", path);
-    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return err_set(err, errlen, "control socket: %s", strerror(errno));
+    if (clear_stale(fd, &sa, err, errlen) < 0) {
+        close(fd);
+        return -1;
+    }
     mode_t old = umask(0177);
-    int r = bind(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
+    int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
     umask(old);
-    if (r < 0 || listen(c->listen_fd, 4) < 0)
-        die_errno("%s", path);
+    if (r < 0 || listen(fd, 8) < 0) {
+        err_set(err, errlen, "%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    c->listen_fd = fd;
     static bool hooked;
     if (!hooked)
         atexit(unlink_bound);
     hooked = true;
     memcpy(bound_path, path, strlen(path) + 1);
+    return 0;
+}
+
+static void conn_close(struct control_conn *k)
+{
+    if (k->fd >= 0)
+        close(k->fd);
+    free(k->in);
+    free(k->out);
+    *k = (struct control_conn){.fd = -1};
 }
 
 void control_close(struct control *c)
 {
+    for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
+        conn_close(&c->conns[i]);
     if (c->listen_fd >= 0) {
         close(c->listen_fd);
         unlink(c->path);
@@ -81,24 +117,23 @@ void control_close(struct control *c)
     c->mig = NULL;
 }
 
-static void reply(int fd, const char *s)
+/* Queues obj (with the request's id, if any) as one line, and drops the reference. */
+static void send_obj(struct control_conn *k, json_object *obj, json_object *id)
 {
+    if (id)
+        json_object_object_add(obj, "id", json_object_get(id));
+    const char *s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
+                                                            JSON_C_TO_STRING_NOSLASHESCAPE);
     size_t n = strlen(s);
-    while (n) {
-        ssize_t w = write(fd, s, n);
-        if (w <= 0)
-            return;
-        s += w;
-        n -= (size_t)w;
+    char *out = realloc(k->out, k->out_len + n + 1);
+    if (!out) {
+        k->closing = true; /* no memory for the reply: drop the client, not the VM */
+    } else {
+        memcpy(out + k->out_len, s, n);
+        out[k->out_len + n] = '\n';
+        k->out = out;
+        k->out_len += n + 1;
     }
-}
-
-/* Sends obj as one line and drops the reference. */
-static void reply_obj(int fd, json_object *obj)
-{
-    reply(fd, json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
-                                                      JSON_C_TO_STRING_NOSLASHESCAPE));
-    reply(fd, "\n");
     json_object_put(obj);
 }
 
@@ -114,116 +149,42 @@ static void add_str(json_object *o, const char *key, const char *v)
     json_object_object_add(o, key, json_object_new_string(v));
 }
 
-static void reply_error(int fd, const char *msg)
+static void send_error(struct control_conn *k, const char *msg, json_object *id)
 {
     json_object *o = json_object_new_object();
     json_object_object_add(o, "ok", json_object_new_boolean(0));
     add_str(o, "error", msg);
-    reply_obj(fd, o);
+    send_obj(k, o, id);
 }
 
-static void reply_state(int fd, const char *state)
+static void send_state(struct control_conn *k, const char *state, json_object *id)
 {
     json_object *o = ok_obj();
     add_str(o, "state", state);
-    reply_obj(fd, o);
+    send_obj(k, o, id);
 }
 
-/* A numeric or boolean member, dflt when absent; false if present with another type. */
-static bool get_u64(json_object *req, const char *key, uint64_t dflt, uint64_t *out)
+static void serve_migrate(struct control *c, struct vm *vm, struct control_conn *k,
+                          const struct control_req *r)
 {
-    json_object *v;
-    *out = dflt;
-    if (!json_object_object_get_ex(req, key, &v))
-        return true;
-    if (json_object_is_type(v, json_type_boolean)) {
-        *out = json_object_get_boolean(v);
-        return true;
-    }
-    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
-        return false;
-    *out = json_object_get_uint64(v);
-    return true;
-}
-
-/* An optional string member into buf; false if it is not a string or does not fit. */
-static bool get_str(json_object *req, const char *key, char *buf, size_t len)
-{
-    json_object *v;
-    buf[0] = '\0';
-    if (!json_object_object_get_ex(req, key, &v))
-        return true;
-    if (!json_object_is_type(v, json_type_string) || (size_t)json_object_get_string_len(v) >= len)
-        return false;
-    snprintf(buf, len, "%s", json_object_get_string(v));
-    return true;
-}
-
-/* The migration channel: TLS files (paths as the source process sees them) and the
- * stalled-peer timeout. */
-static bool get_channel(json_object *req, struct mig_params *mp)
-{
-    uint64_t io_timeout;
-    struct mig_tls_opts *t = &mp->tls;
-    if (!get_u64(req, "io_timeout_s", 0, &io_timeout) || io_timeout > 86400 ||
-        !get_str(req, "tls_psk", t->psk, sizeof(t->psk)) ||
-        !get_str(req, "tls_cert", t->cert, sizeof(t->cert)) ||
-        !get_str(req, "tls_key", t->key, sizeof(t->key)) ||
-        !get_str(req, "tls_ca", t->ca, sizeof(t->ca)) ||
-        !get_str(req, "tls_hostname", t->hostname, sizeof(t->hostname)))
-        return false;
-    mp->io_timeout_s = (unsigned)io_timeout;
-    return true;
-}
-
-static void serve_migrate(struct control *c, struct vm *vm, int fd, json_object *req)
-{
-    struct mig_params mp = {0};
-    json_object *uri;
-    uint64_t downtime, bw, timeout, force, autoconv;
-    if (!json_object_object_get_ex(req, "uri", &uri) ||
-        !json_object_is_type(uri, json_type_string) ||
-        (size_t)json_object_get_string_len(uri) >= sizeof(mp.uri)) {
-        reply_error(fd, "migrate: missing \"uri\"");
-        return;
-    }
-    if (!get_u64(req, "downtime_ms", 300, &downtime) || !get_u64(req, "max_bandwidth", 0, &bw) ||
-        !get_u64(req, "timeout_s", 0, &timeout) || !get_u64(req, "force", 0, &force) ||
-        !get_u64(req, "auto_converge", 0, &autoconv) || downtime > UINT32_MAX ||
-        timeout > UINT32_MAX) {
-        reply_error(fd, "migrate: downtime_ms, max_bandwidth, timeout_s: numbers; force, "
-                        "auto_converge: booleans");
-        return;
-    }
-    snprintf(mp.uri, sizeof(mp.uri), "%s", json_object_get_string(uri));
-    mp.downtime_ms = (unsigned)downtime;
-    mp.max_bandwidth = bw;
-    mp.timeout_s = (unsigned)timeout;
-    mp.force_on_timeout = force != 0;
-    mp.auto_converge = autoconv != 0;
-    if (!get_channel(req, &mp)) {
-        reply_error(fd, "migrate: tls_psk, tls_cert, tls_key, tls_ca, tls_hostname: strings "
-                        "(paths under 256 bytes); io_timeout_s: seconds up to 86400");
-        return;
-    }
     char err[256];
     if (migrate_state(c->mig) == MIG_ACTIVE) {
-        reply_error(fd, "a migration is already running");
+        send_error(k, "a migration is already running", r->id);
         return;
     }
-    struct migration *m = migrate_start(vm, &mp, err, sizeof(err));
+    struct migration *m = migrate_start(vm, &r->mig, err, sizeof(err));
     if (!m) {
-        reply_error(fd, err);
+        send_error(k, err, r->id);
         return;
     }
     migrate_free(c->mig); /* the previous one, finished */
     c->mig = m;
     json_object *o = ok_obj();
     add_str(o, "migration", "active");
-    reply_obj(fd, o);
+    send_obj(k, o, r->id);
 }
 
-static void serve_migrate_status(struct control *c, int fd)
+static void serve_migrate_status(struct control *c, struct control_conn *k, json_object *id)
 {
     struct mig_progress p;
     migrate_progress(c->mig, &p);
@@ -245,155 +206,205 @@ static void serve_migrate_status(struct control *c, int fd)
         add_str(o, "error", p.error);
     }
     c->status_reads++;
-    reply_obj(fd, o);
+    send_obj(k, o, id);
 }
 
-void control_serve_one(struct control *c, struct vm *vm)
+static void serve_line(struct control *c, struct vm *vm, struct control_conn *k, const char *line,
+                       size_t len)
 {
-    int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0)
+    struct control_req r;
+    char err[256];
+    if (control_parse_request(line, len, &r, err, sizeof(err)) < 0) {
+        send_error(k, err, r.id);
+        control_req_release(&r);
         return;
-    /* A client that never sends a line must not stall the VMM's main loop. */
-    struct timeval tv = {.tv_sec = 2};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    char line[512];
-    size_t n = 0;
-    while (n < sizeof(line) - 1) {
-        ssize_t r = read(fd, line + n, 1);
-        if (r <= 0 || line[n] == '\n')
-            break;
-        n++;
     }
-    line[n] = '\0';
-    json_object *req = json_tokener_parse(line), *jcmd;
-    const char *cmd = NULL;
-    if (req && json_object_is_type(req, json_type_object) &&
-        json_object_object_get_ex(req, "cmd", &jcmd) && json_object_is_type(jcmd, json_type_string))
-        cmd = json_object_get_string(jcmd);
-    if (!cmd) {
-        reply_error(fd, "expected {\"cmd\":\"...\"}");
-    } else if (strcmp(cmd, "status") == 0) {
+    switch (r.cmd) {
+    case CONTROL_STATUS: {
         json_object *o = ok_obj();
         add_str(o, "state", vm_is_paused(vm) ? "paused" : "running");
         json_object_object_add(o, "cpus", json_object_new_int(vm->ncpus));
         json_object_object_add(o, "mem", json_object_new_uint64(vm->mem.size));
         json_object_object_add(o, "pid", json_object_new_int(getpid()));
-        reply_obj(fd, o);
-    } else if (strcmp(cmd, "pause") == 0) {
-        vm_pause(vm);
-        reply_state(fd, "paused");
-    } else if (strcmp(cmd, "resume") == 0) {
-        vm_resume(vm);
-        reply_state(fd, "running");
-    } else if (strcmp(cmd, "migrate") == 0) {
-        serve_migrate(c, vm, fd, req);
-    } else if (strcmp(cmd, "migrate-status") == 0) {
-        serve_migrate_status(c, fd);
-    } else if (strcmp(cmd, "migrate-cancel") == 0) {
-        migrate_cancel(c->mig);
-        reply_obj(fd, ok_obj());
-    } else if (strcmp(cmd, "quit") == 0) {
-        reply_state(fd, "stopping");
-        vm_request_stop(vm, 0);
-    } else {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "unknown command '%.64s'", cmd);
-        reply_error(fd, msg);
+        send_obj(k, o, r.id);
+        break;
     }
-    json_object_put(req);
-    close(fd);
+    case CONTROL_PAUSE:
+        vm_pause(vm);
+        send_state(k, "paused", r.id);
+        break;
+    case CONTROL_RESUME:
+        vm_resume(vm);
+        send_state(k, "running", r.id);
+        break;
+    case CONTROL_MIGRATE:
+        serve_migrate(c, vm, k, &r);
+        break;
+    case CONTROL_MIGRATE_STATUS:
+        serve_migrate_status(c, k, r.id);
+        break;
+    case CONTROL_MIGRATE_CANCEL:
+        migrate_cancel(c->mig);
+        send_obj(k, ok_obj(), r.id);
+        break;
+    case CONTROL_QUIT:
+        send_state(k, "stopping", r.id);
+        vm_request_stop(vm, 0);
+        break;
+    }
+    control_req_release(&r);
 }
 
-int control_request(const char *path, const char *req, char *out, size_t outlen)
+/* Serves every complete line buffered, then (at EOF) a last unterminated one. */
+static void serve_lines(struct control *c, struct vm *vm, struct control_conn *k, bool eof)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        errno = e;
-        return -1;
+    while (!k->closing && k->out_len - k->out_off < MAX_OUT) {
+        char *nl = k->in_len ? memchr(k->in, '\n', k->in_len) : NULL;
+        if (!nl) {
+            if (eof && k->in_len)
+                serve_line(c, vm, k, k->in, k->in_len);
+            if (eof)
+                k->closing = true, k->in_len = 0;
+            return;
+        }
+        size_t len = (size_t)(nl - k->in);
+        serve_line(c, vm, k, k->in, len > 0 && k->in[len - 1] == '\r' ? len - 1 : len);
+        memmove(k->in, nl + 1, k->in_len - len - 1);
+        k->in_len -= len + 1;
     }
-    reply(fd, req);
-    size_t n = 0;
-    while (n + 1 < outlen) {
-        ssize_t r = read(fd, out + n, outlen - 1 - n);
+}
+
+/* Closing with unread input would reset the connection and lose the reply on its way:
+ * the client reads its error first, then the rest of what it sent is discarded. */
+static void conn_drain(struct control_conn *k)
+{
+    char junk[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t r = read(k->fd, junk, sizeof(junk));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EAGAIN)
+            return;
         if (r <= 0)
             break;
-        n += (size_t)r;
-        if (out[n - 1] == '\n')
-            break;
     }
-    out[n] = '\0';
-    close(fd);
-    if (n == 0) {
-        errno = ECONNRESET;
-        return -1;
-    }
-    return 0;
+    conn_close(k);
 }
 
-int control_request_obj(const char *path, json_object *req, char *out, size_t outlen)
+static void conn_read(struct control *c, struct vm *vm, struct control_conn *k)
 {
-    char line[1024];
-    int n = snprintf(line, sizeof(line), "%s\n",
-                     json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN |
-                                                             JSON_C_TO_STRING_NOSLASHESCAPE));
-    if (n < 0 || (size_t)n >= sizeof(line)) {
-        errno = E2BIG;
-        return -1;
+    if (k->draining) {
+        conn_drain(k);
+        return;
     }
-    return control_request(path, line, out, outlen);
-}
-
-bool control_reply_ok(const char *reply_line)
-{
-    json_object *o = json_tokener_parse(reply_line), *ok;
-    bool r = o && json_object_object_get_ex(o, "ok", &ok) && json_object_get_boolean(ok);
-    json_object_put(o);
-    return r;
-}
-
-int control_client_main(int argc, char **argv)
-{
-    static const struct option opts[] = {
-        {"socket", required_argument, NULL, 's'},
-        {"vm", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},
-        {0, 0, 0, 0},
-    };
-    char path[108] = "";
-    int o;
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "s:n:h", opts, NULL)) != -1) {
-        switch (o) {
-        case 's':
-            snprintf(path, sizeof(path), "%s", optarg);
-            break;
-        case 'n':
-            if (control_default_path(optarg, path, sizeof(path)) < 0)
-                die("--vm %s: name too long", optarg);
-            break;
-        case 'h':
-            printf("usage: nvmevm ctl [--socket PATH | --vm NAME] status|pause|resume|quit\n");
-            return 0;
-        default:
-            return 2;
+    if (!k->in && !(k->in = malloc(CONTROL_MAX_LINE + 1))) {
+        k->closing = true;
+        return;
+    }
+    bool eof = false;
+    while (k->in_len <= CONTROL_MAX_LINE) { /* no room left: the line is too long, below */
+        ssize_t r = read(k->fd, k->in + k->in_len, CONTROL_MAX_LINE + 1 - k->in_len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno != EAGAIN) {
+            conn_close(k); /* the client is gone: nobody to answer */
+            return;
         }
+        eof = r == 0;
+        if (r > 0)
+            k->in_len += (size_t)r;
+        break;
     }
-    if (optind != argc - 1)
-        die("ctl: expected one command: status, pause, resume or quit");
-    if (!*path)
-        die("ctl: say which VM with --socket PATH or --vm NAME");
-    json_object *req = json_object_new_object();
-    add_str(req, "cmd", argv[optind]);
-    char buf[1024];
-    int r = control_request_obj(path, req, buf, sizeof(buf));
-    json_object_put(req);
-    if (r < 0)
-        die_errno("%s", path);
-    fputs(buf, stdout);
-    return control_reply_ok(buf) ? 0 : 1;
+    k->last_active_ms = now_ms();
+    serve_lines(c, vm, k, eof);
+    if (k->in_len > CONTROL_MAX_LINE && !memchr(k->in, '\n', k->in_len)) {
+        char msg[80];
+        snprintf(msg, sizeof(msg), "request longer than %d bytes", CONTROL_MAX_LINE);
+        send_error(k, msg, NULL);
+        k->closing = true;
+        k->in_len = 0;
+    }
+}
+
+static void conn_write(struct control_conn *k)
+{
+    while (k->out_off < k->out_len) {
+        ssize_t w = send(k->fd, k->out + k->out_off, k->out_len - k->out_off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN)
+            return;
+        if (w <= 0) {
+            conn_close(k);
+            return;
+        }
+        k->out_off += (size_t)w;
+        k->last_active_ms = now_ms();
+    }
+    free(k->out);
+    k->out = NULL;
+    k->out_len = k->out_off = 0;
+    if (k->closing && !k->draining) {
+        shutdown(k->fd, SHUT_WR);
+        k->draining = true;
+        k->last_active_ms = now_ms();
+    }
+}
+
+static void accept_clients(struct control *c)
+{
+    for (;;) {
+        int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0)
+            return;
+        struct control_conn *slot = NULL;
+        for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+            struct control_conn *k = &c->conns[i];
+            if (k->fd < 0) {
+                slot = k;
+                break;
+            }
+            if (!slot || k->last_active_ms < slot->last_active_ms)
+                slot = k;
+        }
+        /* All taken: the client idle longest makes room (it can connect again). */
+        if (slot->fd >= 0)
+            conn_close(slot);
+        slot->fd = fd;
+        slot->last_active_ms = now_ms();
+    }
+}
+
+int control_pollfds(struct control *c, struct pollfd *p)
+{
+    int n = 0;
+    p[n++] = (struct pollfd){.fd = c->listen_fd, .events = POLLIN};
+    for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+        struct control_conn *k = &c->conns[i];
+        short ev = 0;
+        if (k->out_off < k->out_len)
+            ev |= POLLOUT;
+        if (k->draining || (!k->closing && k->out_len - k->out_off < MAX_OUT))
+            ev |= POLLIN;
+        /* A free slot keeps its place with fd -1, which poll skips. */
+        p[n++] = (struct pollfd){.fd = k->fd >= 0 ? k->fd : -1, .events = ev};
+    }
+    return n;
+}
+
+void control_handle(struct control *c, struct vm *vm, const struct pollfd *p, int n)
+{
+    for (int i = 1; i < n && i <= CONTROL_MAX_CLIENTS; i++) {
+        struct control_conn *k = &c->conns[i - 1];
+        if (k->fd < 0 || p[i].fd != k->fd || !p[i].revents)
+            continue;
+        if (p[i].revents & (POLLIN | POLLHUP | POLLERR))
+            conn_read(c, vm, k);
+        if (k->fd >= 0 && k->out_len - k->out_off < MAX_OUT && k->in_len && !k->closing)
+            serve_lines(c, vm, k, false); /* lines held back while the backlog was full */
+        if (k->fd >= 0 && !k->draining)
+            conn_write(k);
+    }
+    if (n > 0 && (p[0].revents & POLLIN))
+        accept_clients(c);
 }

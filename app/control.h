@@ -1,31 +1,61 @@
 /*
- * Per-VM control socket (UNIX stream, mode 0600, JSON lines). One request per
- * connection: {"cmd":"status"|"pause"|"resume"|"quit"} -> {"ok":true,...}, and for live
- * migration {"cmd":"migrate","uri":"tcp:H:P","downtime_ms":300,"max_bandwidth":B,
+ * Per-VM control socket (UNIX stream, mode 0600, JSON lines; the language is in
+ * app/control_parse.h). {"cmd":"status"|"pause"|"resume"|"quit"} -> {"ok":true,...}, and for
+ * live migration {"cmd":"migrate","uri":"tcp:H:P","downtime_ms":300,"max_bandwidth":B,
  * "timeout_s":S,"force":false,"auto_converge":false}, {"cmd":"migrate-status"},
- * {"cmd":"migrate-cancel"}.
+ * {"cmd":"migrate-cancel"}. A request may carry "id" (any JSON value); its reply echoes it.
+ * A connection may send several requests. The socket is non-blocking and every client has
+ * its own buffers, driven by the main loop's poll: a slow or silent client never holds up
+ * the VM or another client.
  */
 #pragma once
+#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct vm;
 struct migration;
+
+/* Clients served at once; one more evicts the longest idle. */
+#define CONTROL_MAX_CLIENTS 16
+/* Poll entries control_pollfds may fill: the listening socket and every client. */
+#define CONTROL_MAX_POLLFDS (1 + CONTROL_MAX_CLIENTS)
+
+struct control_conn {
+    int fd; /* -1: a free slot */
+    char *in;
+    size_t in_len;
+    char *out;
+    size_t out_len, out_off;
+    bool closing;  /* close once out is sent */
+    bool draining; /* reply sent and our side shut: discard input until the client closes */
+    uint64_t last_active_ms;
+};
 
 struct control {
     int listen_fd;
     char path[108];
     unsigned status_reads; /* migrate-status answers given (the source waits for one) */
     struct migration *mig; /* the outgoing migration started through this socket, or NULL */
+    struct control_conn conns[CONTROL_MAX_CLIENTS];
 };
 
-/* Default socket path for a VM name: $XDG_RUNTIME_DIR/nvmevm/NAME.sock, /run/nvmevm as root. */
+/* Default socket path for a VM name: $XDG_RUNTIME_DIR/nvmevm/NAME.sock, /run/nvmevm as
+ * root, else /tmp/nvmevm-UID. The directory is created, or accepted only if it is ours
+ * (a real directory, owned by us, no access for others). */
+int control_default_path_err(const char *name, char *out, size_t outlen, char *err, size_t errlen);
+/* The same, for callers that only need to know it failed. */
 int control_default_path(const char *name, char *out, size_t outlen);
-/* Binds and listens; dies with a one-line error on failure. */
-void control_open(struct control *c, const char *path);
-/* Serves one pending connection (call when listen_fd is readable). */
-void control_serve_one(struct control *c, struct vm *vm);
-/* Closes the socket and frees a finished (or cancels and joins a running) migration. */
+/* Binds and listens. A stale socket is replaced; a live one, or anything that is not a
+ * socket, is refused. */
+int control_open(struct control *c, const char *path, char *err, size_t errlen);
+/* Fills up to CONTROL_MAX_POLLFDS entries for the main loop's poll; returns how many. */
+int control_pollfds(struct control *c, struct pollfd *p);
+/* Serves whatever poll reported on those entries. */
+void control_handle(struct control *c, struct vm *vm, const struct pollfd *p, int n);
+/* Closes the socket and clients and frees a finished (or cancels and joins a running)
+ * migration. */
 void control_close(struct control *c);
 
 /* Sends one request line and reads the one-line answer. 0, or -1 with errno set. */

@@ -16,6 +16,7 @@
 #include "app/console.h"
 #include "app/control.h"
 #include "app/migrate_client.h"
+#include "app/syscall_filter.h"
 #include "block/block.h"
 #include "hw/uart.h"
 #include "kvm/boot.h"
@@ -27,6 +28,7 @@
 #include "migrate/tls.h"
 #include "util/log.h"
 #include "util/size.h"
+#include "util/thread_role.h"
 
 #define DEFAULT_MEM  (512ULL << 20)
 #define MIN_MEM      (4ULL << 20)
@@ -58,6 +60,10 @@ static void usage_run(FILE *f)
             "  --control PATH   control socket path (default $XDG_RUNTIME_DIR/nvmevm/NAME.sock,\n"
             "                   /run/nvmevm/NAME.sock as root)\n"
             "  --no-stdin       do not read the console from stdin\n"
+            "  --seccomp=on|off, --no-seccomp\n"
+            "                   confine each thread to the system calls it needs (default on;\n"
+            "                   off in sanitizer builds); a forbidden call stops nvmevm with\n"
+            "                   one line and status 159\n"
             "  --disk PATH[,ro][,lba=512|4096][,deletable=on]\n"
             "                   add a namespace backed by a file or block device (same as a\n"
             "                   plain PATH argument); ro = read-only; lba = block size\n"
@@ -120,6 +126,7 @@ struct run_opts {
     const char *name;
     const char *control;
     bool read_stdin;
+    bool seccomp;
 };
 
 static int parse_cpus(const char *s)
@@ -247,6 +254,8 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         {"tls-key", required_argument, NULL, 3},
         {"tls-ca", required_argument, NULL, 4},
         {"migrate-timeout", required_argument, NULL, 5},
+        {"seccomp", required_argument, NULL, 'X'},
+        {"no-seccomp", no_argument, NULL, 'x'},
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
@@ -257,6 +266,7 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
     o->read_stdin = true;
     o->cache = BLK_CACHE_NONE;
     o->queues = 8;
+    o->seccomp = syscall_filter_default_on();
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -322,6 +332,14 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
                 o->cache = BLK_CACHE_WRITEBACK;
             else
                 die("--cache %s: expected none or writeback", optarg);
+            break;
+        case 'X':
+            if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+                die("--seccomp %s: expected on or off", optarg);
+            o->seccomp = strcmp(optarg, "on") == 0;
+            break;
+        case 'x':
+            o->seccomp = false;
             break;
         case 'h':
             usage_run(stdout);
@@ -423,17 +441,17 @@ static int event_loop(struct vm *vm, struct control *ctl, bool read_stdin)
     bool stdin_open = read_stdin;
     int status = -1;
     while (status < 0) {
-        struct pollfd p[4] = {
+        struct pollfd p[3 + CONTROL_MAX_POLLFDS] = {
             {.fd = vm->stop_efd, .events = POLLIN},
             {.fd = sfd, .events = POLLIN},
-            {.fd = ctl->listen_fd, .events = POLLIN},
             {.fd = stdin_open && uart_input_space(vm->uart) ? STDIN_FILENO : -1, .events = POLLIN},
         };
+        int nctl = control_pollfds(ctl, p + 3);
         if (migration_done(vm, ctl))
             break;
         /* While the UART's input queue is full, re-check every 10 ms for room; during a
          * migration, every 100 ms for its end. */
-        int r = poll(p, 4, stdin_open ? 10 : ctl->mig ? 100 : -1);
+        int r = poll(p, (nfds_t)(3 + nctl), stdin_open ? 10 : ctl->mig ? 100 : -1);
         if (r < 0 && errno != EINTR)
             die_errno("poll");
         if (p[0].revents & POLLIN)
@@ -445,9 +463,9 @@ static int event_loop(struct vm *vm, struct control *ctl, bool read_stdin)
                 break;
             }
         }
-        if (p[2].revents & POLLIN)
-            control_serve_one(ctl, vm);
-        if (p[3].revents & (POLLIN | POLLHUP))
+        if (r > 0)
+            control_handle(ctl, vm, p + 3, nctl);
+        if (p[2].revents & (POLLIN | POLLHUP))
             stdin_open = pump_stdin(vm, &cf);
     }
     /* A paused VM must be released so its vCPU threads can see the stop. */
@@ -499,16 +517,25 @@ static int cmd_run(int argc, char **argv)
         snprintf(name, sizeof(name), "vm-%d", (int)getpid());
         o.name = name;
     }
-    if (o.control)
+    char err[300];
+    if (o.control) {
+        if (strlen(o.control) >= sizeof(path))
+            die("--control %s: too long for a socket path (at most %zu bytes)", o.control,
+                sizeof(path) - 1);
         snprintf(path, sizeof(path), "%s", o.control);
-    else if (control_default_path(o.name, path, sizeof(path)) < 0)
-        die("cannot create a directory for the control socket of %s", o.name);
+    } else if (control_default_path_err(o.name, path, sizeof(path), err, sizeof(err)) < 0) {
+        die("control socket: %s", err);
+    }
     struct control ctl;
-    control_open(&ctl, path);
+    if (control_open(&ctl, path, err, sizeof(err)) < 0)
+        die("%s", err);
+    if (o.seccomp && syscall_filter_setup(err, sizeof(err)) < 0) {
+        control_close(&ctl);
+        die("%s", err);
+    }
     int incoming_fd = -1;
     struct mig_tls *tls = NULL;
     if (o.incoming) {
-        char err[300];
         if (mig_tls_wanted(&o.tls) && !(tls = mig_tls_new(&o.tls, true, err, sizeof(err)))) {
             control_close(&ctl);
             die("--incoming: %s", err);
@@ -534,7 +561,6 @@ static int cmd_run(int argc, char **argv)
     }
     fprintf(stderr, "nvmevm: control socket %s\n", path);
     if (o.incoming) {
-        char err[300];
         int r =
             migrate_incoming(&vm, incoming_fd, o.incoming, tls, o.mig_timeout, err, sizeof(err));
         mig_tls_free(tls);
@@ -547,6 +573,7 @@ static int cmd_run(int argc, char **argv)
     if (o.read_stdin)
         console_raw_mode(STDIN_FILENO);
     vm_start(&vm);
+    thread_role_enter(THREAD_ROLE_MAIN);
     int status = event_loop(&vm, &ctl, o.read_stdin);
     console_restore();
     control_close(&ctl);

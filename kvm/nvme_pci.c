@@ -21,6 +21,7 @@
 #include "util/err.h"
 #include "util/le.h"
 #include "util/log.h"
+#include "util/thread_role.h"
 
 /* BAR0: registers and doorbells (the model), then the MSI-X table and PBA. */
 #define BAR0_MSIX_TABLE 0x2000
@@ -269,6 +270,7 @@ static void *io_thread(void *arg)
 {
     struct nvme_pci *n = arg;
     pthread_setname_np(pthread_self(), "nvme-io");
+    thread_role_enter(THREAD_ROLE_IO);
     epoll_add(n, n->kick_efd);
     epoll_add(n, n->db_efd);
     watch_completion_fds(n);

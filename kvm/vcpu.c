@@ -16,6 +16,7 @@
 #include "kvm/multiboot.h"
 #include "kvm/vm.h"
 #include "util/log.h"
+#include "util/thread_role.h"
 
 #define SIG_VCPU_KICK SIGUSR1
 
@@ -311,6 +312,7 @@ static void *vcpu_thread(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "vcpu%d", v->id);
     pthread_setname_np(pthread_self(), name);
+    thread_role_enter(THREAD_ROLE_VCPU);
     tls_run = v->run;
     sigset_t set;
     sigemptyset(&set);

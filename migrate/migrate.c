@@ -23,6 +23,7 @@
 #include "util/buf.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/thread_role.h"
 
 #define CHUNK_PAGES 4096 /* 16 MiB between progress updates, cancel and throttle checks */
 
@@ -240,6 +241,7 @@ static void resume_source(struct migration *m, bool paused)
 
 static void *migration_thread(void *arg)
 {
+    thread_role_enter(THREAD_ROLE_MIGRATION);
     struct migration *m = arg;
     struct vm *vm = m->vm;
     char err[256];

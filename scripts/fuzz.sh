@@ -8,7 +8,7 @@ set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${1:-60}
 BUILD=${FUZZ_BUILD:-$REPO/build-fuzz}
-HARNESSES="fuzz_nvme fuzz_stream"
+HARNESSES="fuzz_nvme fuzz_stream fuzz_control"
 
 if [ ! -f "$BUILD/build.ninja" ]; then
     CC=clang meson setup "$BUILD" "$REPO" -Dfuzz=true -Dtests=disabled >/dev/null ||

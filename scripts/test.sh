@@ -69,7 +69,7 @@ fi
 echo "== fuzz: every libFuzzer harness for ${NVMEVM_FUZZ_SECS:=20} s (scripts/fuzz.sh)"
 fuzz_out=$("$REPO/scripts/fuzz.sh" "$NVMEVM_FUZZ_SECS" 2>&1)
 echo "$fuzz_out"
-for h in fuzz_nvme fuzz_stream; do
+for h in fuzz_nvme fuzz_stream fuzz_control; do
     line=$(grep "^$h: " <<<"$fuzz_out")
     if [[ $line == *"crashes 0" ]]; then
         t_pass "fuzz/$h"
