@@ -56,8 +56,9 @@ for check in check-layers check-style; do
     fi
 done
 
-echo "== cli: bad input"
+echo "== cli: bad input and the control socket's paths"
 "$REPO/tests/cli/test-bad-input.sh"
+"$REPO/tests/cli/test-control-socket.sh"
 
 echo "== levels 2 and 3: the tiny guest and the Debian Linux guest"
 if [ $QUICK -eq 1 ]; then
