@@ -243,7 +243,10 @@ int migrate_client_main(int argc, char **argv)
     while (strcmp(state, "active") == 0) {
         usleep(200 * 1000);
         if (control_request(path, "{\"cmd\":\"migrate-status\"}\n", rep, sizeof(rep)) < 0)
-            die("migrate: lost the source nvmevm (%s) before it reported a result", path);
+            die("migrate: the source nvmevm (%s) ended before it reported a result (a source "
+                "that handed its disks over but got no confirmation stops itself: the guest "
+                "runs on the destination if it says so)",
+                path);
         field_str(rep, "migration", state, sizeof(state));
         if (json)
             fputs(rep, stdout);
