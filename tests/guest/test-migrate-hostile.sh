@@ -84,6 +84,7 @@ if sys.argv[1] == "record":  # record PORT OUT: one stream, until its END sectio
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", int(sys.argv[2])))
     srv.listen(1)
+    print("listening", flush=True)  # the test starts the source only after this
     srv.settimeout(60)
     conn, _ = srv.accept()
     conn.settimeout(60)
@@ -119,9 +120,13 @@ for _ in $(seq 100); do
     grep -q "hello from ring 0" "$TEST_TMP/hostile-rec.log" && break
     sleep 0.1
 done
-stream_tool record "$record_port" "$rec" &
+stream_tool record "$record_port" "$rec" >"$TEST_TMP/hostile-rec-tool.log" &
 tool_pid=$!
-sleep 1
+# python3 can take seconds to start in a loaded sandbox: wait until it listens.
+for _ in $(seq 300); do
+    grep -q listening "$TEST_TMP/hostile-rec-tool.log" && break
+    sleep 0.1
+done
 "$NVMEVM" migrate --socket "$TEST_TMP/h-rec.sock" "tcp:127.0.0.1:$record_port" \
     >"$TEST_TMP/hostile-rec-migrate.log" 2>&1
 wait "$tool_pid"
