@@ -52,12 +52,17 @@ static const char *const migration_calls[] = {
     "getgid", "getegid",  "eventfd2", "epoll_create1", "pipe2",       "dup",        NULL,
 };
 
-/* The main thread: the control socket, and starting the migration thread, which inherits
- * this filter (so everything it needs is here too). */
+/* Starting a thread, which then installs its own filter on top of its creator's: main
+ * starts the migration thread, and the migration thread restarts the NVMe I/O thread when
+ * a failed migration resumes the guest after its switchover began. */
+static const char *const thread_start_calls[] = {
+    "clone", "clone3", "set_robust_list", "rseq", "sigaltstack", "sched_getaffinity", NULL,
+};
+
+/* The main thread: the control socket; the migration thread inherits this filter (so
+ * everything it needs is here too). */
 static const char *const main_calls[] = {
-    "accept4",           "listen",    "clone",       "clone3",
-    "set_robust_list",   "rseq",      "sigaltstack", "unlinkat",
-    "sched_getaffinity", "signalfd4", NULL,
+    "accept4", "listen", "unlinkat", "signalfd4", NULL,
 };
 
 static struct sock_fprog progs[THREAD_ROLE_COUNT];
@@ -141,9 +146,11 @@ static int build(enum thread_role role, char *err, size_t errlen)
         r = add_calls(ctx, io_calls, err, errlen);
     if (r == 0 && (role == THREAD_ROLE_MIGRATION || role == THREAD_ROLE_MAIN))
         r = add_calls(ctx, migration_calls, err, errlen);
-    if (r == 0 && role == THREAD_ROLE_MAIN) {
+    if (r == 0 && role == THREAD_ROLE_MAIN)
         r = add_calls(ctx, main_calls, err, errlen);
-        /* The migration thread names itself and installs its own filter on top. */
+    if (r == 0 && (role == THREAD_ROLE_MIGRATION || role == THREAD_ROLE_MAIN)) {
+        r = add_calls(ctx, thread_start_calls, err, errlen);
+        /* A started thread names itself and installs its own filter on top. */
         if (r == 0 && (seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
                                         SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS)) < 0 ||
                        seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,

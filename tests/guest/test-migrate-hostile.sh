@@ -130,6 +130,16 @@ done
 "$NVMEVM" migrate --socket "$TEST_TMP/h-rec.sock" "tcp:127.0.0.1:$record_port" \
     >"$TEST_TMP/hostile-rec-migrate.log" 2>&1
 wait "$tool_pid"
+# The recorder refused at the very end (after the source paused, drained its NVMe I/O thread
+# and sent everything): the source must resume its guest, I/O thread and all, under its
+# seccomp filters (restarting that thread from the migration thread once killed it).
+sleep 0.5
+if kill -0 "$rec_pid" 2>/dev/null && grep -q "migration failed" "$TEST_TMP/hostile-rec-migrate.log" &&
+    "$NVMEVM" ctl --socket "$TEST_TMP/h-rec.sock" status 2>&1 | grep -q '"running"'; then
+    t_pass migrate-hostile/refused-at-the-end-source-resumes
+else
+    t_fail migrate-hostile/refused-at-the-end-source-resumes "$(tail -1 "$TEST_TMP/hostile-rec.log")"
+fi
 kill "$rec_pid" 2>/dev/null
 wait "$rec_pid" 2>/dev/null
 if [ -s "$rec" ]; then
