@@ -238,21 +238,37 @@ struct pci_bus *pci_bus_new(struct bus *pio, struct bus *mmio, uint64_t mmio_bas
     return pb;
 }
 
+static void unmap_bars(struct pci_bus *pb, struct pci_dev *d)
+{
+    for (int i = 0; i < 6; i++) {
+        struct pci_bar *b = &d->bar[i];
+        if (b->mapped)
+            bus_unregister(b->kind == PCI_BAR_IO ? pb->pio : pb->mmio, b->addr);
+        b->mapped = false;
+    }
+}
+
 void pci_bus_free(struct pci_bus *pb)
 {
     if (!pb)
         return;
-    for (int s = 0; s < PCI_MAX_DEVS; s++) {
-        struct pci_dev *d = pb->devs[s];
-        for (int i = 0; d && i < 6; i++) {
-            struct pci_bar *b = &d->bar[i];
-            if (b->mapped)
-                bus_unregister(b->kind == PCI_BAR_IO ? pb->pio : pb->mmio, b->addr);
-            b->mapped = false;
-        }
-    }
+    for (int s = 0; s < PCI_MAX_DEVS; s++)
+        if (pb->devs[s])
+            unmap_bars(pb, pb->devs[s]);
     pthread_mutex_destroy(&pb->lock);
     free(pb);
+}
+
+void pci_remove_device(struct pci_bus *pb, struct pci_dev *d)
+{
+    pthread_mutex_lock(&pb->lock);
+    for (int s = 0; s < PCI_MAX_DEVS; s++) {
+        if (pb->devs[s] == d) {
+            unmap_bars(pb, d);
+            pb->devs[s] = NULL;
+        }
+    }
+    pthread_mutex_unlock(&pb->lock);
 }
 
 int pci_add_device(struct pci_bus *pb, struct pci_dev *d)

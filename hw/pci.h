@@ -90,6 +90,8 @@ struct pci_bus *pci_bus_new(struct bus *pio, struct bus *mmio, uint64_t mmio_bas
 void pci_bus_free(struct pci_bus *pb);
 /* Puts d in the next free slot (slot 0 is the host bridge). 0 or -errno. */
 int pci_add_device(struct pci_bus *pb, struct pci_dev *d);
+/* Takes d off the bus (its BARs unmapped), so d can be freed before the bus. */
+void pci_remove_device(struct pci_bus *pb, struct pci_dev *d);
 /* bus_io_fn for PCI_CONF1_BASE..+8. */
 void pci_conf1_io(void *pci_bus, uint64_t offset, uint8_t *data, uint32_t len, bool is_write);
 /* Config space accessors used by conf1 and by unit tests (bus 0 only). */

@@ -370,6 +370,7 @@ void nvme_pci_free(struct nvme_pci *n)
     if (!n)
         return;
     nvme_pci_stop(n);
+    pci_remove_device(n->vm->pci, &n->pdev); /* the bus outlives us in vm_destroy */
     nvme_ctrl_free(n->ctrl);
     for (unsigned v = 0; v < NVME_NR_VECTORS; v++)
         if (n->irqfd[v] >= 0)

@@ -425,3 +425,20 @@ Test(pci, slots_run_out_after_31_devices)
     }
     cr_assert_eq(pci_add_device(pb, &devs[0]), -ENOSPC);
 }
+
+/* vm_destroy frees the NVMe function before the bus it sits on: once removed, the device
+ * is gone from config space and its BARs from the buses, and the bus never touches it
+ * again (ASan saw pci_bus_free read a freed device before pci_remove_device existed). */
+Test(pci, removed_device_is_forgotten)
+{
+    add_dev();
+    cfg_out(1, REG_COMMAND, 2, CMD_IO | CMD_MEM);
+    uint16_t port = (uint16_t)dev.bar[1].addr;
+    uint8_t v = 0;
+    cr_assert(bus_dispatch(pio, port, &v, 1, false));
+    pci_remove_device(pb, &dev);
+    cr_assert_eq(cfg_in(1, 0x00, 4), 0xffffffffu);
+    cr_assert_not(bus_dispatch(pio, port, &v, 1, false));
+    cr_assert_not(dev.bar[0].mapped);
+    memset(&dev, 0xa5, sizeof(dev)); /* what a freed device may hold */
+}
