@@ -117,3 +117,10 @@ void irq_line(struct irq_router *r, unsigned gsi, int level)
     if (ioctl(r->vm_fd, KVM_IRQ_LINE, &l) < 0)
         warn_errno("KVM_IRQ_LINE %u", gsi);
 }
+
+void irq_router_free(struct irq_router *r)
+{
+    free(r->entries);
+    r->entries = NULL;
+    pthread_mutex_destroy(&r->lock);
+}

@@ -23,6 +23,8 @@ struct irq_router {
 /* Installs KVM's default irqchip routes (ISA IRQs on PIC and IOAPIC, 16-23 on the IOAPIC)
  * so that later MSI routes can be added to the same table. Dies on error. */
 void irq_router_init(struct irq_router *r, int vm_fd);
+/* Frees the table (the routes die with the VM's fd). */
+void irq_router_free(struct irq_router *r);
 /* Allocates an MSI GSI with an irqfd bound to it; returns the eventfd, or -1. */
 int irq_msi_alloc(struct irq_router *r, unsigned *gsi);
 /* Points an MSI GSI at a new address/data. 0 or -errno. */

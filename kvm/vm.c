@@ -388,6 +388,7 @@ void vm_destroy(struct vm *vm)
     for (int i = 0; i < vm->disks.nr_ns; i++)
         blk_close(vm->disks.ns[i].blk);
     vm->disks.nr_ns = 0;
+    irq_router_free(&vm->irq);
     bus_free(vm->pio);
     bus_free(vm->mmio);
     munmap(vm->mem.host, vm->mem.size);
