@@ -138,7 +138,7 @@ int migrate_client_main(int argc, char **argv)
     };
     static const char *const tls_keys[] = {NULL,      "tls_psk", "tls_cert",
                                            "tls_key", "tls_ca",  "tls_hostname"};
-    const char *tls[6] = {0};
+    static const char *tls[6]; /* static: the realpath() copies stay reachable to the end */
     unsigned io_timeout = 0;
     char path[108] = "";
     unsigned downtime = 300, timeout = 0;
