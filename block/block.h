@@ -80,6 +80,9 @@ struct blk_dev *blk_mem_new(uint64_t size);
 void blk_mem_hold(struct blk_dev *d, bool hold); /* hold completions (in-flight I/O) */
 void blk_mem_release(struct blk_dev *d);         /* let held completions be reaped */
 uint8_t *blk_mem_data(struct blk_dev *d);
+/* Performs a read, write, write-zeroes or discard of r on a RAM image of size bytes (flush
+ * excluded); returns what the io_uring backend would report. Shared by RAM-backed fakes. */
+int64_t blk_ram_transfer(uint8_t *data, uint64_t size, const struct blk_req *r);
 void blk_close(struct blk_dev *d);
 
 /* Re-takes or drops the exclusive lock (live migration hands it over). 0 or -errno. */

@@ -78,18 +78,11 @@ static int64_t fault_for(const struct mem_dev *m, const struct blk_req *r)
     return 0;
 }
 
-/* Performs r on the RAM image; returns what the io_uring backend would report. */
-static int64_t execute(struct blk_dev *d, struct blk_req *r)
+int64_t blk_ram_transfer(uint8_t *data, uint64_t size, const struct blk_req *r)
 {
-    struct mem_dev *m = md(d);
-    int64_t err = fault_for(m, r);
-    if (err)
-        return err;
-    if (r->op == BLK_FLUSH)
-        return 0;
-    if (r->offset > d->size || r->len > d->size - r->offset)
+    if (r->offset > size || r->len > size - r->offset)
         return -EIO;
-    uint8_t *p = m->data + r->offset;
+    uint8_t *p = data + r->offset;
     uint64_t left = r->len;
     switch (r->op) {
     case BLK_READ:
@@ -111,6 +104,18 @@ static int64_t execute(struct blk_dev *d, struct blk_req *r)
     default:
         return -EINVAL;
     }
+}
+
+/* Performs r on the RAM image; returns what the io_uring backend would report. */
+static int64_t execute(struct blk_dev *d, struct blk_req *r)
+{
+    struct mem_dev *m = md(d);
+    int64_t err = fault_for(m, r);
+    if (err)
+        return err;
+    if (r->op == BLK_FLUSH)
+        return 0;
+    return blk_ram_transfer(m->data, d->size, r);
 }
 
 static int mem_submit(struct blk_queue *bq, struct blk_req *r)

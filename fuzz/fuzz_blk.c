@@ -34,30 +34,7 @@ static int64_t execute(struct blk_dev *d, struct blk_req *r)
 {
     if (r->op == BLK_FLUSH)
         return 0;
-    if (r->offset > d->size || r->len > d->size - r->offset)
-        return -EIO;
-    uint8_t *p = fd_of(d)->data + r->offset;
-    uint64_t left = r->len;
-    switch (r->op) {
-    case BLK_READ:
-    case BLK_WRITE:
-        for (int i = 0; i < r->iovcnt && left; i++) {
-            uint64_t n = r->iov[i].iov_len < left ? r->iov[i].iov_len : left;
-            if (r->op == BLK_READ)
-                memcpy(r->iov[i].iov_base, p, n);
-            else
-                memcpy(p, r->iov[i].iov_base, n);
-            p += n;
-            left -= n;
-        }
-        return (int64_t)r->len;
-    case BLK_WRITE_ZEROES:
-    case BLK_DISCARD:
-        memset(p, 0, r->len);
-        return 0;
-    default:
-        return -EINVAL;
-    }
+    return blk_ram_transfer(fd_of(d)->data, d->size, r);
 }
 
 static int fb_submit(struct blk_queue *bq, struct blk_req *r)
