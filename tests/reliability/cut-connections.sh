@@ -16,17 +16,7 @@ rel_enter_sandbox "$0" "$@"
 
 SEED=${REL_SEED:-$((RANDOM * 32768 + RANDOM))}
 RANDOM=$SEED
-work=$(mktemp -d /var/tmp/nvmevm-cut.XXXXXX)
-disk=$work/disk.img
-truncate -s 16M "$disk"
-src_pid=
-dst_pid=
-cleanup() {
-    for p in $src_pid $dst_pid; do kill -9 "$p" 2>/dev/null && { wait "$p"; } 2>/dev/null; done
-    [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+rel_workdir cut
 pport=$((45000 + $$ % 1000))
 dport_base=$((47000 + $$ % 1000 * 10))
 VM=("$NVMEVM" run --kernel "$TINY" --mem 64M --no-stdin)

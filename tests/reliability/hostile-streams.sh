@@ -14,17 +14,7 @@ rel_enter_sandbox "$0" "$@"
 [ -f "$TINY" ] || { echo "hostile-streams: tiny guest not built: $TINY" >&2; exit 2; }
 
 SEED=${REL_SEED:-$((RANDOM * 32768 + RANDOM))}
-work=$(mktemp -d /var/tmp/nvmevm-hostile.XXXXXX)
-disk=$work/disk.img
-truncate -s 16M "$disk"
-src_pid=
-dst_pid=
-cleanup() {
-    for p in $src_pid $dst_pid; do kill -9 "$p" 2>/dev/null && { wait "$p"; } 2>/dev/null; done
-    [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+rel_workdir hostile
 pport=$((41000 + $$ % 1000))
 dport_base=$((43000 + $$ % 1000 * 10))
 VM=("$NVMEVM" run --kernel "$TINY" --mem 64M --no-stdin)

@@ -62,3 +62,19 @@ proxy_result() { # sets RESULT; fails after SECONDS without an answer
 }
 # field NAME: the value of NAME=... in $RESULT
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$RESULT"; }
+
+# rel_workdir NAME: a scratch directory ($work) with a 16 MiB disk ($disk), and an exit
+# trap that kills the VMs in $src_pid/$dst_pid and the proxy, then removes the directory.
+rel_workdir() {
+    work=$(mktemp -d "/var/tmp/nvmevm-$1.XXXXXX")
+    disk=$work/disk.img
+    truncate -s 16M "$disk"
+    src_pid=
+    dst_pid=
+    trap rel_cleanup EXIT
+}
+rel_cleanup() {
+    for p in $src_pid $dst_pid; do kill -9 "$p" 2>/dev/null && { wait "$p"; } 2>/dev/null; done
+    [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null
+    rm -rf "$work"
+}
