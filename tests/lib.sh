@@ -31,6 +31,15 @@ run_capture() {
 }
 
 # Prints the last lines of a log to help whoever reads a failure.
+# wait_for FILE PATTERN SECONDS: 0 once FILE has a line matching PATTERN, 1 after SECONDS.
+wait_for() { # wait_for FILE PATTERN SECONDS
+    for _ in $(seq $(($3 * 10))); do
+        grep -q -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 show_tail() {
     echo "---- last lines of $1 ----"
     tail -n "${2:-15}" "$1" | sed 's/^/    /'

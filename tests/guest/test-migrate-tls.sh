@@ -58,14 +58,6 @@ start_vm() { # start_vm NAME LOG [ARGS...]
     LAST_PID=$!
 }
 
-wait_for() { # wait_for FILE PATTERN SECONDS
-    for _ in $(seq $(($3 * 10))); do
-        grep -q -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 src_running() { "$NVMEVM" ctl --socket "$TEST_TMP/$1.sock" status 2>/dev/null | grep -q running; }
 
 # refused NAME SRC DST_LOG DST_PATTERN MIGRATE-PATTERN MIGRATE-ARGS...: a migration that must

@@ -30,14 +30,6 @@ start_vm() {
     LAST_PID=$!
 }
 
-wait_for() { # wait_for FILE PATTERN SECONDS
-    for _ in $(seq $(($3 * 10))); do
-        grep -q -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 # Hop the guest HOPS times; every process but the last must exit 0 after its migration.
 hops() {
     local hops=$1 src=vm0 srclog="$TEST_TMP/migrate-vm0.log" hop_s=3

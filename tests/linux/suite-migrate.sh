@@ -13,14 +13,6 @@ port=$((30000 + $$ % 20000))
 RUN=("$NVMEVM" run --mem 512M --no-stdin)
 APPEND="quiet nvmevm.run=fio-migrate nvmevm.arg=${MIGRATE_FIO_SIZE:-128M}"
 
-wait_for() { # wait_for FILE PATTERN SECONDS
-    for _ in $(seq $(($3 * 10))); do
-        grep -q -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 host_start=$(date +%s)
 "${RUN[@]}" --control "$TEST_TMP/a.sock" --append "$APPEND" "$disk" >"$TEST_TMP/mig-a.log" 2>&1 &
 a=$!

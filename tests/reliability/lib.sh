@@ -26,15 +26,6 @@ rel_enter_sandbox() {
     exit "$rc"
 }
 
-wait_for() { # wait_for FILE PATTERN SECONDS
-    local i
-    for ((i = 0; i < $3 * 20; i++)); do
-        grep -q -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
 # holds_lock PID FILE: PID has FILE open with an OFD/POSIX write lock on it (the lock shows
 # in the fdinfo of the descriptor that took it).
 holds_lock() {
