@@ -18,6 +18,7 @@
 #include "kvm/vm.h"
 #include "migrate/migrate.h"
 #include "util/err.h"
+#include "util/events.h"
 #include "util/log.h"
 
 /* A client that stops reading its replies gets no more served past this much backlog. */
@@ -86,6 +87,8 @@ int control_open(struct control *c, const char *path, char *err, size_t errlen)
         return -1;
     }
     c->listen_fd = fd;
+    if (events_init() < 0)
+        warn_errno("events: eventfd (no events on the control socket)");
     static bool hooked;
     if (!hooked)
         atexit(unlink_bound);
@@ -103,8 +106,12 @@ static void conn_close(struct control_conn *k)
     *k = (struct control_conn){.fd = -1};
 }
 
+static void flush_watchers(struct control *c);
+
 void control_close(struct control *c)
 {
+    if (c->listen_fd >= 0)
+        flush_watchers(c);
     for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
         conn_close(&c->conns[i]);
     if (c->listen_fd >= 0) {
@@ -149,11 +156,55 @@ static void add_str(json_object *o, const char *key, const char *v)
     json_object_object_add(o, key, json_object_new_string(v));
 }
 
-static void send_error(struct control_conn *k, const char *msg, json_object *id)
+/* {"ok":false,"error":{"class":CLASS,"desc":MSG}}: scripts test "ok", programs the class. */
+static void send_error(struct control_conn *k, const char *cls, const char *msg, json_object *id)
 {
-    json_object *o = json_object_new_object();
+    json_object *o = json_object_new_object(), *e = json_object_new_object();
     json_object_object_add(o, "ok", json_object_new_boolean(0));
-    add_str(o, "error", msg);
+    add_str(e, "class", cls);
+    add_str(e, "desc", msg);
+    json_object_object_add(o, "error", e);
+    send_obj(k, o, id);
+}
+
+/* The VM's name as clients know it: the socket's file name without ".sock". */
+static void vm_name(const struct control *c, char *out, size_t len)
+{
+    const char *slash = strrchr(c->path, '/');
+    const char *base = slash ? slash + 1 : c->path;
+    size_t n = strlen(base);
+    if (n > 5 && strcmp(base + n - 5, ".sock") == 0)
+        n -= 5;
+    snprintf(out, len, "%.*s", (int)n, base);
+}
+
+static void send_greeting(struct control *c, struct control_conn *k)
+{
+    char name[108];
+    vm_name(c, name, sizeof(name));
+    json_object *g = json_object_new_object(), *caps = json_object_new_array();
+    add_str(g, "version", NVMEVM_VERSION);
+    json_object_object_add(g, "protocol", json_object_new_int(CONTROL_PROTOCOL));
+    add_str(g, "vm", name);
+    json_object_object_add(g, "pid", json_object_new_int(getpid()));
+    json_object_array_add(caps, json_object_new_string("events"));
+    json_object_array_add(caps, json_object_new_string("migrate"));
+    json_object_object_add(g, "capabilities", caps);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "greeting", g);
+    send_obj(k, o, NULL);
+}
+
+static void send_commands(struct control_conn *k, json_object *id)
+{
+    json_object *o = ok_obj(), *list = json_object_new_array();
+    for (size_t i = 0; i < control_ncommands; i++) {
+        json_object *e = json_object_new_object();
+        add_str(e, "name", control_commands[i].name);
+        add_str(e, "desc", control_commands[i].desc);
+        json_object_array_add(list, e);
+    }
+    json_object_object_add(o, "commands", list);
     send_obj(k, o, id);
 }
 
@@ -169,12 +220,12 @@ static void serve_migrate(struct control *c, struct vm *vm, struct control_conn 
 {
     char err[256];
     if (migrate_state(c->mig) == MIG_ACTIVE) {
-        send_error(k, "a migration is already running", r->id);
+        send_error(k, CONTROL_ERR_DEVICE_BUSY, "a migration is already running", r->id);
         return;
     }
     struct migration *m = migrate_start(vm, &r->mig, err, sizeof(err));
     if (!m) {
-        send_error(k, err, r->id);
+        send_error(k, CONTROL_ERR_MIGRATION_FAILED, err, r->id);
         return;
     }
     migrate_free(c->mig); /* the previous one, finished */
@@ -215,14 +266,27 @@ static void serve_line(struct control *c, struct vm *vm, struct control_conn *k,
     struct control_req r;
     char err[256];
     if (control_parse_request(line, len, &r, err, sizeof(err)) < 0) {
-        send_error(k, err, r.id);
+        send_error(k, r.err_class, err, r.id);
+        control_req_release(&r);
+        return;
+    }
+    /* Waiting for an incoming migration, the VM has no guest yet: only these make sense. */
+    if (c->incoming && r.cmd != CONTROL_STATUS && r.cmd != CONTROL_QUIT &&
+        r.cmd != CONTROL_QUERY_COMMANDS && r.cmd != CONTROL_WATCH &&
+        r.cmd != CONTROL_MIGRATE_STATUS) {
+        send_error(k, CONTROL_ERR_INVALID_STATE,
+                   "waiting for an incoming migration: no guest runs here yet", r.id);
         control_req_release(&r);
         return;
     }
     switch (r.cmd) {
     case CONTROL_STATUS: {
         json_object *o = ok_obj();
-        add_str(o, "state", vm_is_paused(vm) ? "paused" : "running");
+        add_str(o, "state", c->incoming            ? "incoming"
+                            : vm_is_paused(vm)     ? "paused"
+                                                   : "running");
+        if (c->incoming)
+            add_str(o, "incoming", migrate_incoming_state(c->incoming));
         json_object_object_add(o, "cpus", json_object_new_int(vm->ncpus));
         json_object_object_add(o, "mem", json_object_new_uint64(vm->mem.size));
         json_object_object_add(o, "pid", json_object_new_int(getpid()));
@@ -244,12 +308,25 @@ static void serve_line(struct control *c, struct vm *vm, struct control_conn *k,
         serve_migrate_status(c, k, r.id);
         break;
     case CONTROL_MIGRATE_CANCEL:
+        if (migrate_state(c->mig) != MIG_ACTIVE) {
+            send_error(k, CONTROL_ERR_INVALID_STATE, "no migration is running", r.id);
+            break;
+        }
         migrate_cancel(c->mig);
         send_obj(k, ok_obj(), r.id);
         break;
     case CONTROL_QUIT:
         send_state(k, "stopping", r.id);
         vm_request_stop(vm, 0);
+        if (c->incoming)
+            migrate_incoming_cancel(c->incoming);
+        break;
+    case CONTROL_QUERY_COMMANDS:
+        send_commands(k, r.id);
+        break;
+    case CONTROL_WATCH:
+        k->watching = true;
+        send_obj(k, ok_obj(), r.id);
         break;
     }
     control_req_release(&r);
@@ -320,7 +397,7 @@ static void conn_read(struct control *c, struct vm *vm, struct control_conn *k)
     if (k->in_len > CONTROL_MAX_LINE && !memchr(k->in, '\n', k->in_len)) {
         char msg[80];
         snprintf(msg, sizeof(msg), "request longer than %d bytes", CONTROL_MAX_LINE);
-        send_error(k, msg, NULL);
+        send_error(k, CONTROL_ERR_INVALID_REQUEST, msg, NULL);
         k->closing = true;
         k->in_len = 0;
     }
@@ -372,6 +449,50 @@ static void accept_clients(struct control *c)
             conn_close(slot);
         slot->fd = fd;
         slot->last_active_ms = now_ms();
+        send_greeting(c, slot);
+    }
+}
+
+/* Appends every waiting event to each watching client's output. A watcher that has not
+ * read a full backlog is dropped: the VM never waits for a client. */
+static void deliver_events(struct control *c)
+{
+    char *line;
+    while ((line = events_take()) != NULL) {
+        size_t n = strlen(line);
+        for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+            struct control_conn *k = &c->conns[i];
+            if (k->fd < 0 || !k->watching || k->closing)
+                continue;
+            char *out = k->out_len - k->out_off < MAX_OUT ? realloc(k->out, k->out_len + n + 1)
+                                                          : NULL;
+            if (!out) {
+                conn_close(k);
+                continue;
+            }
+            memcpy(out + k->out_len, line, n);
+            out[k->out_len + n] = '\n';
+            k->out = out;
+            k->out_len += n + 1;
+        }
+        free(line);
+    }
+}
+
+/* At the end, the last events (the guest's exit) still reach the watchers: a short,
+ * bounded wait for their sockets to take them. */
+static void flush_watchers(struct control *c)
+{
+    deliver_events(c);
+    uint64_t until = now_ms() + 500;
+    for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+        struct control_conn *k = &c->conns[i];
+        while (k->fd >= 0 && k->watching && k->out_off < k->out_len && now_ms() < until) {
+            struct pollfd p = {.fd = k->fd, .events = POLLOUT};
+            if (poll(&p, 1, (int)(until - now_ms())) <= 0)
+                break;
+            conn_write(k);
+        }
     }
 }
 
@@ -389,6 +510,7 @@ int control_pollfds(struct control *c, struct pollfd *p)
         /* A free slot keeps its place with fd -1, which poll skips. */
         p[n++] = (struct pollfd){.fd = k->fd >= 0 ? k->fd : -1, .events = ev};
     }
+    p[n++] = (struct pollfd){.fd = events_fd(), .events = POLLIN};
     return n;
 }
 
@@ -407,4 +529,6 @@ void control_handle(struct control *c, struct vm *vm, const struct pollfd *p, in
     }
     if (n > 0 && (p[0].revents & POLLIN))
         accept_clients(c);
+    if (n == CONTROL_MAX_POLLFDS && (p[n - 1].revents & POLLIN))
+        deliver_events(c);
 }

@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <poll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "app/control.h"
@@ -65,12 +67,82 @@ int control_default_path(const char *name, char *out, size_t outlen)
     return control_default_path_err(name, out, outlen, NULL, 0);
 }
 
-static int write_all(int fd, const char *s, size_t n)
+unsigned control_client_timeout_s = CONTROL_CLIENT_TIMEOUT_S;
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds left until deadline for poll (at least 0); -1 for no deadline. */
+static int left_ms(uint64_t deadline)
+{
+    if (!deadline)
+        return -1;
+    uint64_t now = mono_ms();
+    return now >= deadline ? 0 : (int)(deadline - now);
+}
+
+/* Waits for fd to become ready; -1 with ETIMEDOUT past the deadline. */
+static int wait_fd(int fd, short ev, uint64_t deadline)
+{
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = ev};
+        int r = poll(&p, 1, left_ms(deadline));
+        if (r > 0)
+            return 0;
+        if (r == 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+static uint64_t deadline_from_now(void)
+{
+    return control_client_timeout_s ? mono_ms() + control_client_timeout_s * 1000ULL : 0;
+}
+
+int control_connect(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    /* A UNIX socket connects at once or says EAGAIN while its backlog is full. */
+    uint64_t deadline = deadline_from_now();
+    while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        if ((errno != EAGAIN && errno != EINTR) || (deadline && mono_ms() >= deadline)) {
+            int e = errno == EAGAIN ? ETIMEDOUT : errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        usleep(20 * 1000);
+    }
+    return fd;
+}
+
+static int write_all(int fd, const char *s, size_t n, uint64_t deadline)
 {
     while (n) {
-        ssize_t w = write(fd, s, n);
+        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR)
             continue;
+        if (w < 0 && errno == EAGAIN) {
+            if (wait_fd(fd, POLLOUT, deadline) < 0)
+                return -1;
+            continue;
+        }
         if (w <= 0)
             return -1;
         s += w;
@@ -79,46 +151,88 @@ static int write_all(int fd, const char *s, size_t n)
     return 0;
 }
 
+int control_read_line(struct control_reader *r, char *out, size_t outlen, uint64_t deadline)
+{
+    for (;;) {
+        char *nl = r->len ? memchr(r->buf, '\n', r->len) : NULL;
+        size_t n = nl ? (size_t)(nl - r->buf) + 1 : 0;
+        if (!nl && r->len == sizeof(r->buf))
+            n = r->len; /* longer than we keep: handed over in pieces */
+        if (n) {
+            size_t c = n < outlen - 1 ? n : outlen - 1;
+            memcpy(out, r->buf, c);
+            out[c] = '\0';
+            memmove(r->buf, r->buf + n, r->len - n);
+            r->len -= n;
+            return 1;
+        }
+        if (wait_fd(r->fd, POLLIN, deadline) < 0)
+            return -1;
+        ssize_t got = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
+        if (got < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (got < 0)
+            return -1;
+        if (got == 0) {
+            if (!r->len)
+                return 0;
+            n = r->len < outlen - 1 ? r->len : outlen - 1; /* a last line without newline */
+            memcpy(out, r->buf, n);
+            out[n] = '\0';
+            r->len = 0;
+            return 1;
+        }
+        r->len += (size_t)got;
+    }
+}
+
+enum control_line_kind control_line_kind(const char *line)
+{
+    json_object *o = json_tokener_parse(line);
+    enum control_line_kind k = CONTROL_LINE_REPLY;
+    if (o && json_object_is_type(o, json_type_object)) {
+        if (json_object_object_get_ex(o, "greeting", NULL))
+            k = CONTROL_LINE_GREETING;
+        else if (json_object_object_get_ex(o, "event", NULL))
+            k = CONTROL_LINE_EVENT;
+    }
+    json_object_put(o);
+    return k;
+}
+
 int control_request(const char *path, const char *req, char *out, size_t outlen)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        errno = ENAMETOOLONG;
+    int fd = control_connect(path);
+    if (fd < 0)
         return -1;
+    struct control_reader *rd = calloc(1, sizeof(*rd));
+    int r = -1;
+    if (!rd) {
+        errno = ENOMEM;
+        goto out;
     }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        errno = e;
-        return -1;
-    }
-    if (write_all(fd, req, strlen(req)) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    size_t n = 0;
-    while (n + 1 < outlen) {
-        ssize_t r = read(fd, out + n, outlen - 1 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-        if (memchr(out + n - (size_t)r, '\n', (size_t)r))
+    rd->fd = fd;
+    if (write_all(fd, req, strlen(req), deadline_from_now()) < 0)
+        goto out;
+    uint64_t deadline = deadline_from_now();
+    for (;;) {
+        int got = control_read_line(rd, out, outlen, deadline);
+        if (got < 0)
+            goto out;
+        if (got == 0) {
+            errno = ECONNRESET; /* closed without an answer */
+            goto out;
+        }
+        if (control_line_kind(out) == CONTROL_LINE_REPLY)
             break;
     }
-    out[n] = '\0';
+    r = 0;
+out:;
+    int e = errno;
+    free(rd);
     close(fd);
-    if (n == 0) {
-        errno = ECONNRESET;
-        return -1;
-    }
-    return 0;
+    errno = e;
+    return r;
 }
 
 int control_request_obj(const char *path, json_object *req, char *out, size_t outlen)
@@ -148,15 +262,105 @@ bool control_reply_ok(const char *reply_line)
     return r;
 }
 
+/* A readable line for one event: time, name, then data's members as key=value. */
+static void print_human(const char *line)
+{
+    json_object *o = json_tokener_parse(line), *ev, *data, *ts, *sec, *usec;
+    if (!o || !json_object_object_get_ex(o, "event", &ev)) {
+        fputs(line, stdout);
+        json_object_put(o);
+        return;
+    }
+    time_t t = 0;
+    long us = 0;
+    if (json_object_object_get_ex(o, "timestamp", &ts) &&
+        json_object_object_get_ex(ts, "seconds", &sec) &&
+        json_object_object_get_ex(ts, "microseconds", &usec)) {
+        t = (time_t)json_object_get_int64(sec);
+        us = (long)json_object_get_int64(usec);
+    }
+    struct tm tm;
+    char when[32] = "?";
+    if (localtime_r(&t, &tm))
+        strftime(when, sizeof(when), "%H:%M:%S", &tm);
+    printf("%s.%03ld %s", when, us / 1000, json_object_get_string(ev));
+    if (json_object_object_get_ex(o, "data", &data) && json_object_is_type(data, json_type_object)) {
+        json_object_object_foreach(data, key, val)
+        {
+            printf(" %s=%s", key, json_object_get_string(val));
+        }
+    }
+    putchar('\n');
+    json_object_put(o);
+}
+
+/* ctl --watch: events as they come, until the VM ends (0) or the connection fails. */
+static int watch(const char *path, bool human)
+{
+    int fd = control_connect(path);
+    if (fd < 0)
+        die_errno("%s", path);
+    struct control_reader *rd = calloc(1, sizeof(*rd));
+    if (!rd)
+        die("out of memory");
+    rd->fd = fd;
+    static const char req[] = "{\"cmd\":\"watch\"}\n";
+    char line[8192];
+    if (write_all(fd, req, sizeof(req) - 1, deadline_from_now()) < 0)
+        die_errno("%s", path);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    bool subscribed = false;
+    for (;;) {
+        /* Only the answer to "watch" has a deadline; events come when they come. */
+        int r = control_read_line(rd, line, sizeof(line), subscribed ? 0 : deadline_from_now());
+        if (r < 0 && errno == ETIMEDOUT)
+            die("%s: no answer within %u s", path, control_client_timeout_s);
+        if (r < 0)
+            die_errno("%s", path);
+        if (r == 0)
+            break; /* the VM ended */
+        enum control_line_kind k = control_line_kind(line);
+        if (k == CONTROL_LINE_GREETING)
+            continue;
+        if (k == CONTROL_LINE_REPLY) {
+            if (!control_reply_ok(line))
+                die("%s: watch refused: %.200s", path, line);
+            subscribed = true;
+            continue;
+        }
+        if (human)
+            print_human(line);
+        else
+            fputs(line, stdout);
+    }
+    free(rd);
+    close(fd);
+    return 0;
+}
+
+static unsigned parse_timeout(const char *s)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || !*s || *s == '-' || v < 1 || v > 3600)
+        die("--timeout %s: expected seconds from 1 to 3600", s);
+    return (unsigned)v;
+}
+
 int control_client_main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"socket", required_argument, NULL, 's'},
         {"vm", required_argument, NULL, 'n'},
+        {"timeout", required_argument, NULL, 't'},
+        {"watch", no_argument, NULL, 'w'},
+        {"human", no_argument, NULL, 'H'},
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
     char path[SUN_PATH_MAX] = "", err[256];
+    bool watching = false, human = false;
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "s:n:h", opts, NULL)) != -1) {
@@ -170,22 +374,45 @@ int control_client_main(int argc, char **argv)
             if (control_default_path_err(optarg, path, sizeof(path), err, sizeof(err)) < 0)
                 die("--vm: %s", err);
             break;
+        case 't':
+            control_client_timeout_s = parse_timeout(optarg);
+            break;
+        case 'w':
+            watching = true;
+            break;
+        case 'H':
+            human = true;
+            break;
         case 'h':
-            printf("usage: nvmevm ctl [--socket PATH | --vm NAME] status|pause|resume|quit\n");
+            printf("usage: nvmevm ctl [--socket PATH | --vm NAME] [--timeout S] COMMAND\n"
+                   "       nvmevm ctl [--socket PATH | --vm NAME] --watch [--human]\n"
+                   "\n"
+                   "COMMAND: status, pause, resume, quit, migrate-status, migrate-cancel,\n"
+                   "query-commands (docs/control-protocol.md). Without --socket or --vm: the\n"
+                   "only running VM. --timeout: seconds to wait for an answer (default %d).\n"
+                   "--watch prints the VM's events, one JSON line each (--human: readable),\n"
+                   "until the VM ends.\n",
+                   CONTROL_CLIENT_TIMEOUT_S);
             return 0;
         default:
             return 2;
         }
     }
-    if (optind != argc - 1)
-        die("ctl: expected one command: status, pause, resume or quit");
-    if (!*path)
-        die("ctl: say which VM with --socket PATH or --vm NAME");
+    if (watching ? optind != argc : optind != argc - 1)
+        die(watching ? "ctl --watch: takes no command"
+                     : "ctl: expected one command: status, pause, resume, quit, ... "
+                       "(query-commands lists them)");
+    if (!*path && control_find_lone(path, sizeof(path), err, sizeof(err)) < 0)
+        die("ctl: %s", err);
+    if (watching)
+        return watch(path, human);
     json_object *req = json_object_new_object();
     json_object_object_add(req, "cmd", json_object_new_string(argv[optind]));
-    char buf[4096];
+    char buf[16384];
     int r = control_request_obj(path, req, buf, sizeof(buf));
     json_object_put(req);
+    if (r < 0 && errno == ETIMEDOUT)
+        die("%s: no answer within %u s", path, control_client_timeout_s);
     if (r < 0)
         die_errno("%s", path);
     fputs(buf, stdout);

@@ -11,23 +11,24 @@
  * and an id may be a small structure. */
 #define MAX_DEPTH 8
 
-static const struct {
-    const char *name;
-    enum control_cmd cmd;
-} commands[] = {
-    {"status", CONTROL_STATUS},
-    {"pause", CONTROL_PAUSE},
-    {"resume", CONTROL_RESUME},
-    {"quit", CONTROL_QUIT},
-    {"migrate", CONTROL_MIGRATE},
-    {"migrate-status", CONTROL_MIGRATE_STATUS},
-    {"migrate-cancel", CONTROL_MIGRATE_CANCEL},
+const struct control_command_info control_commands[] = {
+    {"status", CONTROL_STATUS, "the VM's state (running, paused, incoming), vCPUs, memory, pid"},
+    {"pause", CONTROL_PAUSE, "stop every vCPU at an instruction boundary"},
+    {"resume", CONTROL_RESUME, "let paused vCPUs run again"},
+    {"quit", CONTROL_QUIT, "stop the VM; nvmevm exits 0"},
+    {"migrate", CONTROL_MIGRATE,
+     "start a live migration to uri (tcp:HOST:PORT) with downtime_ms, max_bandwidth, ..."},
+    {"migrate-status", CONTROL_MIGRATE_STATUS, "progress or result of the live migration"},
+    {"migrate-cancel", CONTROL_MIGRATE_CANCEL, "stop a live migration; the guest stays here"},
+    {"query-commands", CONTROL_QUERY_COMMANDS, "this list"},
+    {"watch", CONTROL_WATCH, "send asynchronous events on this connection from now on"},
 };
+const size_t control_ncommands = sizeof(control_commands) / sizeof(control_commands[0]);
 
 static const char *const migrate_keys[] = {
-    "cmd",       "id",     "uri",           "downtime_ms", "max_bandwidth",
-    "timeout_s", "force",  "auto_converge", "tls_psk",     "tls_cert",
-    "tls_key",   "tls_ca", "tls_hostname",  "io_timeout_s"};
+    "cmd",       "execute", "id",     "uri",           "downtime_ms", "max_bandwidth",
+    "timeout_s", "force",   "auto_converge", "tls_psk",     "tls_cert",
+    "tls_key",   "tls_ca",  "tls_hostname",  "io_timeout_s"};
 
 /* A non-negative integer member no larger than max, dflt when absent. */
 static int get_uint(json_object *req, const char *key, uint64_t dflt, uint64_t max, uint64_t *out,
@@ -131,24 +132,59 @@ static int parse_migrate(json_object *req, struct mig_params *mp, char *err, siz
     return 0;
 }
 
+/* QMP's form takes its arguments from "arguments" (absent: *args NULL); the plain form
+ * has them beside "cmd". */
+static int qmp_arguments(json_object *req, json_object **args, char *err, size_t errlen)
+{
+    *args = NULL;
+    json_object_object_foreach(req, key, val)
+    {
+        if (strcmp(key, "arguments") == 0) {
+            if (!json_object_is_type(val, json_type_object))
+                return err_set(err, errlen, "\"arguments\" must be an object");
+            *args = val;
+        } else if (strcmp(key, "execute") && strcmp(key, "id")) {
+            return err_set(err, errlen, "unknown member \"%.64s\" (arguments go in \"arguments\")",
+                           key);
+        }
+    }
+    return 0;
+}
+
 static int parse_object(json_object *req, struct control_req *out, char *err, size_t errlen)
 {
-    json_object *jcmd, *id;
+    json_object *jcmd, *id, *jexec;
+    out->err_class = CONTROL_ERR_INVALID_REQUEST;
     if (!json_object_is_type(req, json_type_object))
         return err_set(err, errlen, "expected a JSON object {\"cmd\":\"...\"}");
     if (json_object_object_get_ex(req, "id", &id))
         out->id = json_object_get(id); /* a JSON null id is NULL too: echoed as absent */
-    if (!json_object_object_get_ex(req, "cmd", &jcmd) ||
-        !json_object_is_type(jcmd, json_type_string))
-        return err_set(err, errlen, "expected {\"cmd\":\"...\"}");
+    bool has_cmd = json_object_object_get_ex(req, "cmd", &jcmd);
+    bool qmp = json_object_object_get_ex(req, "execute", &jexec);
+    if (has_cmd && qmp)
+        return err_set(err, errlen, "give \"cmd\" or \"execute\", not both");
+    if (qmp)
+        jcmd = jexec;
+    if ((!has_cmd && !qmp) || !json_object_is_type(jcmd, json_type_string))
+        return err_set(err, errlen, "expected {\"cmd\":\"...\"} or {\"execute\":\"...\"}");
     const char *cmd = json_object_get_string(jcmd);
     size_t clen = (size_t)json_object_get_string_len(jcmd);
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        if (strlen(commands[i].name) == clen && memcmp(commands[i].name, cmd, clen) == 0) {
-            out->cmd = commands[i].cmd;
-            return out->cmd == CONTROL_MIGRATE ? parse_migrate(req, &out->mig, err, errlen) : 0;
+    for (size_t i = 0; i < control_ncommands; i++) {
+        if (strlen(control_commands[i].name) == clen &&
+            memcmp(control_commands[i].name, cmd, clen) == 0) {
+            out->cmd = control_commands[i].cmd;
+            json_object *args = req;
+            if (qmp && qmp_arguments(req, &args, err, errlen) < 0)
+                return -1;
+            if (out->cmd != CONTROL_MIGRATE)
+                return 0;
+            out->err_class = CONTROL_ERR_INVALID_ARGUMENT;
+            if (!args)
+                return err_set(err, errlen, "migrate: missing \"uri\" (a string)");
+            return parse_migrate(args, &out->mig, err, errlen);
         }
     }
+    out->err_class = CONTROL_ERR_COMMAND_NOT_FOUND;
     /* The command goes back inside a JSON string (escaped), but keep it short. */
     return err_set(err, errlen, "unknown command '%.*s'", (int)(clen < 64 ? clen : 64),
                    printable(cmd, clen < 64 ? clen : 64) ? cmd : "(unprintable)");
@@ -158,14 +194,17 @@ int control_parse_request(const char *buf, size_t len, struct control_req *out, 
                           size_t errlen)
 {
     memset(out, 0, sizeof(*out));
+    out->err_class = CONTROL_ERR_INVALID_REQUEST;
     if (len > CONTROL_MAX_LINE)
         return err_set(err, errlen, "request longer than %d bytes", CONTROL_MAX_LINE);
     /* json-c would stop at a NUL and leave the rest unread. */
     if (memchr(buf, '\0', len))
         return err_set(err, errlen, "request contains a NUL byte");
     json_tokener *tok = json_tokener_new_ex(MAX_DEPTH);
-    if (!tok)
+    if (!tok) {
+        out->err_class = CONTROL_ERR_INTERNAL;
         return err_set(err, errlen, "out of memory");
+    }
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS |
                                     JSON_TOKENER_VALIDATE_UTF8);
     json_object *req = json_tokener_parse_ex(tok, buf, (int)len);

@@ -83,6 +83,9 @@ static void usage_run(FILE *f)
             "  --migrate-timeout N\n"
             "                   refuse the migration when the source sends nothing for N s\n"
             "                   (default 30)\n"
+            "  --incoming-timeout N\n"
+            "                   give up (exit 1) when no migration arrived within N s; a\n"
+            "                   refused connection does not end the wait (default: forever)\n"
             "  -h, --help       this text\n"
             "\n"
             "Console: the guest's ttyS0 is on stdin/stdout; Ctrl-A x quits, Ctrl-A Ctrl-A\n"
@@ -98,7 +101,8 @@ static void usage(FILE *f)
                "\n"
                "commands:\n"
                "  run      boot a guest (nvmevm run --help)\n"
-               "  ctl      talk to a running nvmevm: status, pause, resume, quit\n"
+               "  ctl      talk to a running nvmevm: status, pause, resume, quit, --watch\n"
+               "  list     the running VMs: name, pid, state, control socket\n"
                "  migrate  live-migrate a running nvmevm (nvmevm migrate --help)\n"
                "  probe    tell whether this host's /dev/kvm can run a Linux kernel\n"
                "  version  print the version\n");
@@ -123,6 +127,7 @@ struct run_opts {
     const char *incoming;
     struct mig_tls_opts tls;
     unsigned mig_timeout;
+    unsigned incoming_timeout;
     const char *name;
     const char *control;
     bool read_stdin;
@@ -254,6 +259,7 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         {"tls-key", required_argument, NULL, 3},
         {"tls-ca", required_argument, NULL, 4},
         {"migrate-timeout", required_argument, NULL, 5},
+        {"incoming-timeout", required_argument, NULL, 6},
         {"seccomp", required_argument, NULL, 'X'},
         {"no-seccomp", no_argument, NULL, 'x'},
         {"help", no_argument, NULL, 'h'},
@@ -325,6 +331,9 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         case 5:
             o->mig_timeout = parse_uint("--migrate-timeout", optarg, 1, 86400);
             break;
+        case 6:
+            o->incoming_timeout = parse_uint("--incoming-timeout", optarg, 1, 86400 * 365);
+            break;
         case 'W':
             if (strcmp(optarg, "none") == 0)
                 o->cache = BLK_CACHE_NONE;
@@ -351,10 +360,10 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
     }
     while (optind < argc)
         add_disk(o, argv[optind++]);
-    if (!o->incoming && (mig_tls_wanted(&o->tls) || o->mig_timeout))
-        die("--tls-* and --migrate-timeout apply to --incoming (the source takes them on "
-            "nvmevm migrate)");
-    if (!o->cfg.kernel)
+    if (!o->incoming && (mig_tls_wanted(&o->tls) || o->mig_timeout || o->incoming_timeout))
+        die("--tls-*, --migrate-timeout and --incoming-timeout apply to --incoming (the source "
+            "takes the first two on nvmevm migrate)");
+    if (!o->cfg.kernel && !o->incoming) /* a destination gets its guest from the source */
         default_guest(&o->cfg);
 }
 
@@ -561,9 +570,17 @@ static int cmd_run(int argc, char **argv)
     }
     fprintf(stderr, "nvmevm: control socket %s\n", path);
     if (o.incoming) {
-        int r =
-            migrate_incoming(&vm, incoming_fd, o.incoming, tls, o.mig_timeout, err, sizeof(err));
+        int sfd = signal_fd(), stopped = 0;
+        struct mig_incoming *in =
+            migrate_incoming_start(&vm, incoming_fd, o.incoming, tls, o.mig_timeout,
+                                   o.incoming_timeout, err, sizeof(err));
+        int r = in ? control_wait_incoming(&ctl, &vm, in, sfd, &stopped, err, sizeof(err)) : -1;
+        close(sfd);
         mig_tls_free(tls);
+        if (r == 0) { /* quit or a signal while waiting: no guest ran here */
+            control_close(&ctl);
+            return stopped;
+        }
         if (r < 0) {
             control_close(&ctl);
             die("incoming migration refused: %s", err);
@@ -597,6 +614,8 @@ int main(int argc, char **argv)
         return control_client_main(argc - 1, argv + 1);
     if (strcmp(cmd, "migrate") == 0)
         return migrate_client_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "list") == 0)
+        return control_list_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("nvmevm 0.1.0\n");
         return 0;

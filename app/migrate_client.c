@@ -1,6 +1,5 @@
 /* "nvmevm migrate": asks a running nvmevm (through its control socket) to migrate, shows
  * live progress, and ends with a summary. */
-#include <dirent.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <getopt.h>
@@ -13,6 +12,7 @@
 
 #include "app/control.h"
 #include "app/migrate_client.h"
+#include "migrate/tcp.h"
 #include "util/log.h"
 #include "util/size.h"
 
@@ -46,34 +46,16 @@ static void usage(FILE *f)
                "  --cancel           stop a migration in flight (the source keeps running)\n");
 }
 
-/* With no --vm/--socket: the only control socket in the default directory. */
-static int find_socket(char *path, size_t len)
+/* A whole non-negative decimal number no larger than max, or a one-line refusal naming
+ * the option and its text. */
+static uint64_t parse_count(const char *opt, const char *s, uint64_t max)
 {
-    char probe[108];
-    if (control_default_path("x", probe, sizeof(probe)) < 0)
-        return -1;
-    char *slash = strrchr(probe, '/');
-    *slash = '\0';
-    DIR *d = opendir(probe);
-    if (!d)
-        return -1;
-    int found = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        size_t n = strlen(e->d_name);
-        if (n > 5 && strcmp(e->d_name + n - 5, ".sock") == 0) {
-            found++;
-            if (strlen(probe) + 1 + n >= len)
-                die("%s/%s: path too long", probe, e->d_name);
-            memcpy(path, probe, strlen(probe));
-            path[strlen(probe)] = '/';
-            memcpy(path + strlen(probe) + 1, e->d_name, n + 1);
-        }
-    }
-    closedir(d);
-    if (found > 1)
-        die("several VMs are running: say which with --vm NAME or --socket PATH");
-    return found == 1 ? 0 : -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || s[0] < '0' || s[0] > '9' || v > max)
+        die("%s %s: expected a whole number from 0 to %llu", opt, s, (unsigned long long)max);
+    return v;
 }
 
 /* Members of one reply line; a missing or unparsable one reads as 0 or "". */
@@ -83,6 +65,21 @@ static double field(const char *js, const char *key)
     double r = o && json_object_object_get_ex(o, key, &v) ? json_object_get_double(v) : 0;
     json_object_put(o);
     return r;
+}
+
+/* A failed reply's reason: "error":{"class":...,"desc":...} (or a plain string). */
+static void reply_error(const char *js, char *out, size_t len)
+{
+    json_object *o = json_tokener_parse(js), *e, *d;
+    const char *s = "";
+    if (o && json_object_object_get_ex(o, "error", &e)) {
+        if (json_object_is_type(e, json_type_string))
+            s = json_object_get_string(e);
+        else if (json_object_object_get_ex(e, "desc", &d) && json_object_is_type(d, json_type_string))
+            s = json_object_get_string(d);
+    }
+    snprintf(out, len, "%s", s);
+    json_object_put(o);
 }
 
 static void field_str(const char *js, const char *key, char *out, size_t len)
@@ -148,21 +145,23 @@ int migrate_client_main(int argc, char **argv)
     optind = 1;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
-        case 'n':
-            if (control_default_path(optarg, path, sizeof(path)) < 0)
-                die("--vm %s: name too long", optarg);
+        case 'n': {
+            char err[256];
+            if (control_default_path_err(optarg, path, sizeof(path), err, sizeof(err)) < 0)
+                die("--vm: %s", err);
             break;
+        }
         case 's':
             snprintf(path, sizeof(path), "%s", optarg);
             break;
         case 'd':
-            downtime = (unsigned)strtoul(optarg, NULL, 10);
+            downtime = (unsigned)parse_count("--downtime-ms", optarg, UINT32_MAX);
             break;
         case 't':
-            timeout = (unsigned)strtoul(optarg, NULL, 10);
+            timeout = (unsigned)parse_count("--timeout-s", optarg, UINT32_MAX);
             break;
         case 'b':
-            if (parse_size(optarg, &bw) < 0)
+            if (optarg[0] < '0' || optarg[0] > '9' || parse_size(optarg, &bw) < 0)
                 die("--max-bandwidth %s: expected bytes/s like 500M", optarg);
             break;
         case 'o':
@@ -204,17 +203,26 @@ int migrate_client_main(int argc, char **argv)
             return 2;
         }
     }
-    if (!*path && find_socket(path, sizeof(path)) < 0)
-        die("no running nvmevm found: say which with --vm NAME or --socket PATH");
-    char rep[1024];
+    char rep[1024], err[300];
+    if (!cancel && optind != argc - 1)
+        die("migrate: expected the destination, e.g. tcp:10.0.0.2:4444");
+    if (cancel && optind != argc)
+        die("migrate --cancel: takes no destination");
+    /* Everything is checked before the VM is asked: nothing half-understood is sent. */
+    if (!cancel && tcp_check_uri(argv[optind], err, sizeof(err)) < 0)
+        die("migrate: %s", err);
+    if (!*path && control_find_lone(path, sizeof(path), err, sizeof(err)) < 0)
+        die("migrate: %s", err);
     if (cancel) {
         if (control_request(path, "{\"cmd\":\"migrate-cancel\"}\n", rep, sizeof(rep)) < 0)
             die_errno("%s", path);
+        if (!control_reply_ok(rep)) {
+            reply_error(rep, err, sizeof(err));
+            die("migrate --cancel: %s", err);
+        }
         fprintf(stderr, "nvmevm: migration cancelled\n");
         return 0;
     }
-    if (optind != argc - 1)
-        die("migrate: expected the destination, e.g. tcp:10.0.0.2:4444");
     json_object *req = json_object_new_object();
     json_object_object_add(req, "cmd", json_object_new_string("migrate"));
     json_object_object_add(req, "uri", json_object_new_string(argv[optind]));
@@ -233,9 +241,8 @@ int migrate_client_main(int argc, char **argv)
     if (r < 0)
         die_errno("%s", path);
     if (!control_reply_ok(rep)) {
-        char e[256];
-        field_str(rep, "error", e, sizeof(e));
-        die("migrate: %s", e);
+        reply_error(rep, err, sizeof(err));
+        die("migrate: %s", err);
     }
     bool tty = isatty(STDERR_FILENO) && !json;
     char state[32] = "active";

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "emu/nvme_int.h"
+#include "util/events.h"
 #include "util/log.h"
 
 #define NVME_CAP_TO_500MS 0x14 /* 10 s ready timeout */
@@ -51,8 +52,11 @@ bool nvme_ctrl_ready(const struct nvme_ctrl *c)
 
 void nvme_ctrl_fatal(struct nvme_ctrl *c, const char *why)
 {
-    if (!(c->csts & CSTS_CFS))
+    if (!(c->csts & CSTS_CFS)) {
         warn_msg("nvme: controller fatal status: %s", why);
+        /* why is one of our constant texts (no quotes), safe inside a JSON string */
+        events_postf("NVME_FATAL", "{\"reason\":\"%s\"}", why);
+    }
     c->csts |= CSTS_CFS;
 }
 

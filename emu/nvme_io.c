@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "emu/nvme_int.h"
+#include "util/events.h"
 
 #define SC_GEN(sc)   NVME_STATUS(NVME_SCT_GENERIC, sc)
 #define SC_CMD(sc)   NVME_STATUS(NVME_SCT_CMD_SPECIFIC, sc)
@@ -135,6 +136,9 @@ static uint16_t storage_status(struct nvme_ctrl *c, struct nvme_req *r, int64_t 
     uint16_t s = SC_MEDIA(read ? NVME_SC_READ_ERROR : NVME_SC_WRITE_FAULT);
     c->smart.media_errors++;
     nvme_error_log_add(c, r, s, lba, r->ns ? r->ns->nsid : 0);
+    events_postf("DISK_ERROR", "{\"nsid\":%u,\"op\":\"%s\",\"lba\":%llu,\"status\":%u,\"errno\":%lld}",
+                 r->ns ? (unsigned)r->ns->nsid : 0u, read ? "read" : "write",
+                 (unsigned long long)lba, (unsigned)s, (long long)-res);
     return s;
 }
 

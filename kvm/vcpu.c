@@ -15,6 +15,7 @@
 #include "kvm/layout.h"
 #include "kvm/multiboot.h"
 #include "kvm/vm.h"
+#include "util/events.h"
 #include "util/log.h"
 #include "util/thread_role.h"
 
@@ -257,10 +258,12 @@ static bool handle_exit(struct vcpu *v)
         return true;
     case KVM_EXIT_SHUTDOWN:
         debug_msg("vCPU %d: guest shutdown (triple fault or reset)", v->id);
+        events_post("RESET", "{\"source\":\"triple-fault\"}");
         vm_request_stop(v->vm, -1);
         return false;
     case KVM_EXIT_SYSTEM_EVENT:
         debug_msg("vCPU %d: system event %u", v->id, r->system_event.type);
+        events_postf("RESET", "{\"source\":\"system-event\",\"type\":%u}", r->system_event.type);
         vm_request_stop(v->vm, -1);
         return false;
     case KVM_EXIT_INTERNAL_ERROR:

@@ -24,6 +24,7 @@
 #include "kvm/layout.h"
 #include "kvm/nvme_pci.h"
 #include "kvm/vcpu.h"
+#include "util/events.h"
 #include "util/log.h"
 
 int kvm_open_dev(void)
@@ -195,6 +196,7 @@ static void uart_irq(void *opaque, int level)
 
 static void guest_reset(void *opaque)
 {
+    events_post("RESET", "{\"source\":\"i8042\"}");
     vm_request_stop(opaque, -1);
 }
 
@@ -334,6 +336,7 @@ void vm_request_stop(struct vm *vm, int status)
     if (!atomic_load(&vm->stopping)) {
         vm->exit_status = status < 0 ? 0 : status;
         atomic_store(&vm->stopping, true);
+        events_postf("SHUTDOWN", "{\"status\":%d}", vm->exit_status);
         uint64_t one = 1;
         if (write(vm->stop_efd, &one, sizeof(one)) < 0)
             debug_msg("stop eventfd: %s", strerror(errno));

@@ -1,17 +1,24 @@
 /* Destination side of live migration: receive, validate, load, take the disks, run. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "block/block.h"
 #include "kvm/vm.h"
 #include "migrate/conn.h"
+#include "migrate/event.h"
 #include "migrate/migrate.h"
 #include "migrate/proto.h"
 #include "migrate/ram.h"
@@ -123,37 +130,128 @@ static void peer_name(int fd, char *buf, size_t len)
     snprintf(buf, len, "%s port %u", host, port);
 }
 
-/*
- * The connection that carries the migration. With TLS, a peer that fails the handshake
- * (no TLS, wrong key, untrusted certificate, silent) is a stranger: it is refused in one
- * line and the destination goes on waiting for the real source. Without TLS nothing tells
- * a stranger from a broken source, so the first connection is the migration.
- */
-static int accept_source(int lfd, struct mig_tls *tls, unsigned timeout_s, struct mig_conn *c,
-                         char *err, size_t errlen)
+static int receive(struct vm *vm, struct mig_conn *c, bool *touched, char *err, size_t errlen);
+
+struct mig_incoming {
+    struct vm *vm;
+    int lfd;
+    char uri[256];
+    struct mig_tls *tls;
+    unsigned io_timeout_s, wait_timeout_s;
+    int done_efd, cancel_efd;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    int conn_fd; /* the connection being received, -1: none (under lock) */
+    atomic_bool receiving, cancelled;
+    int result;
+    char err[300];
+};
+
+static double now_s(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits for a connection until the deadline (0: none) or a cancel; 1 with fd, 0 when
+ * nothing (spurious wake), -1 with a reason. */
+static int wait_connection(struct mig_incoming *in, double deadline, int *fd, char *err,
+                           size_t errlen)
+{
+    struct pollfd p[2] = {{.fd = in->lfd, .events = POLLIN}, {.fd = in->cancel_efd, .events = POLLIN}};
+    int ms = -1;
+    if (deadline > 0) {
+        double left = deadline - now_s();
+        ms = left <= 0 ? 0 : (int)(left * 1000) + 1;
+    }
+    int r = poll(p, 2, ms);
+    if (r < 0)
+        return errno == EINTR ? 0 : err_set(err, errlen, "poll: %s", strerror(errno));
+    if (p[1].revents || atomic_load(&in->cancelled))
+        return err_set(err, errlen, "cancelled while waiting for the source");
+    if (r == 0)
+        return err_set(err, errlen, "no migration arrived within %u s (--incoming-timeout)",
+                       in->wait_timeout_s);
+    *fd = accept4(in->lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (*fd >= 0)
+        return 1;
+    if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN || errno == EWOULDBLOCK)
+        return 0;
+    return err_set(err, errlen, "accept: %s", strerror(errno));
+}
+
+static void set_conn_fd(struct mig_incoming *in, int fd)
+{
+    pthread_mutex_lock(&in->lock);
+    in->conn_fd = fd;
+    pthread_mutex_unlock(&in->lock);
+}
+
+/*
+ * Connections until one carries a whole migration. A connection refused before anything
+ * was loaded (a stranger, garbage, a failed TLS handshake, another VM's configuration,
+ * silence) is logged in one line and the wait goes on: the VM is still fresh. Once the
+ * configuration matched and loading began, a failure ends it: the VM holds part of a
+ * stream and would need RAM cleared and every device rebuilt to take another.
+ */
+static int incoming_run(struct mig_incoming *in, char *err, size_t errlen)
+{
+    double deadline = in->wait_timeout_s ? now_s() + in->wait_timeout_s : 0;
+    unsigned io_timeout = in->io_timeout_s ? in->io_timeout_s : MIG_DEFAULT_IO_TIMEOUT;
     for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
+        int fd = -1;
+        int r = wait_connection(in, deadline, &fd, err, errlen);
+        if (r < 0)
+            return -1;
+        if (r == 0)
             continue;
-        if (fd < 0)
-            return err_set(err, errlen, "accept: %s", strerror(errno));
-        mig_conn_plain(c, fd, timeout_s);
-        if (!tls)
-            return 0;
         char peer[80], why[256];
         peer_name(fd, peer, sizeof(peer));
-        if (mig_tls_start(tls, c, NULL, why, sizeof(why)) == 0) {
-            mig_tls_describe(c, why, sizeof(why));
-            fprintf(stderr, "nvmevm: migration channel from %s: %s\n", peer, why);
-            return 0;
+        struct mig_conn c;
+        mig_conn_plain(&c, fd, io_timeout);
+        set_conn_fd(in, fd);
+        atomic_store(&in->receiving, true);
+        mig_event("destination", "receiving", NULL, in->uri);
+        bool touched = false;
+        if (in->tls && mig_tls_start(in->tls, &c, NULL, why, sizeof(why)) < 0) {
+            r = -1;
+        } else {
+            if (in->tls) {
+                mig_tls_describe(&c, why, sizeof(why));
+                fprintf(stderr, "nvmevm: migration channel from %s: %s\n", peer, why);
+            }
+            r = receive(in->vm, &c, &touched, why, sizeof(why));
         }
+        set_conn_fd(in, -1);
+        mig_conn_close(&c);
+        atomic_store(&in->receiving, false);
+        if (r == 0)
+            return 0;
+        if (atomic_load(&in->cancelled))
+            return err_set(err, errlen, "cancelled: %s", why);
+        if (touched)
+            return err_set(err, errlen, "%s", why);
         warn_msg("refused a connection from %s: %s; still waiting for the source", peer, why);
-        mig_conn_close(c);
+        mig_event("destination", "refused", why, in->uri);
     }
 }
 
-static int receive(struct vm *vm, struct mig_conn *c, char *err, size_t errlen)
+static void *incoming_thread(void *arg)
+{
+    struct mig_incoming *in = arg;
+    in->result = incoming_run(in, in->err, sizeof(in->err));
+    close(in->lfd);
+    in->lfd = -1;
+    mig_event("destination", in->result == 0 ? "completed" : "failed",
+              in->result == 0 ? NULL : in->err, in->uri);
+    uint64_t one = 1;
+    if (write(in->done_efd, &one, sizeof(one)) < 0)
+        warn_errno("incoming migration: eventfd");
+    return NULL;
+}
+
+static int receive(struct vm *vm, struct mig_conn *c, bool *touched, char *err, size_t errlen)
 {
     struct mig_stream s;
     mig_stream_init(&s, c);
@@ -178,6 +276,7 @@ static int receive(struct vm *vm, struct mig_conn *c, char *err, size_t errlen)
         send_err(c, err);
         goto out;
     }
+    *touched = true;
     proto_write_line(c, "OK");
     if (receive_all(vm, &s, err, errlen) < 0) {
         send_err(c, err);
@@ -210,18 +309,82 @@ out:
     return ret;
 }
 
-int migrate_incoming(struct vm *vm, int lfd, const char *uri, struct mig_tls *tls,
-                     unsigned timeout_s, char *err, size_t errlen)
+struct mig_incoming *migrate_incoming_start(struct vm *vm, int lfd, const char *uri,
+                                            struct mig_tls *tls, unsigned io_timeout_s,
+                                            unsigned wait_timeout_s, char *err, size_t errlen)
 {
+    struct mig_incoming *in = calloc(1, sizeof(*in));
+    if (!in) {
+        err_set(err, errlen, "out of memory");
+        return NULL;
+    }
+    *in = (struct mig_incoming){.vm = vm, .lfd = lfd, .tls = tls, .io_timeout_s = io_timeout_s,
+                                .wait_timeout_s = wait_timeout_s, .conn_fd = -1};
+    snprintf(in->uri, sizeof(in->uri), "%s", uri);
+    pthread_mutex_init(&in->lock, NULL);
+    in->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    in->cancel_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (in->done_efd < 0 || in->cancel_efd < 0) {
+        err_set(err, errlen, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    /* poll says when to accept; a connection gone before accept4 must not block it */
+    int fl = fcntl(lfd, F_GETFL);
+    if (fl < 0 || fcntl(lfd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        err_set(err, errlen, "listening socket: %s", strerror(errno));
+        goto fail;
+    }
     fprintf(stderr, "nvmevm: waiting for an incoming migration on %s%s\n", uri,
             tls ? " (TLS)" : "");
-    struct mig_conn c;
-    int r =
-        accept_source(lfd, tls, timeout_s ? timeout_s : MIG_DEFAULT_IO_TIMEOUT, &c, err, errlen);
+    mig_event("destination", "waiting", NULL, uri);
+    if (pthread_create(&in->thread, NULL, incoming_thread, in) != 0) {
+        err_set(err, errlen, "cannot start the incoming migration thread");
+        goto fail;
+    }
+    return in;
+fail:
+    if (in->done_efd >= 0)
+        close(in->done_efd);
+    if (in->cancel_efd >= 0)
+        close(in->cancel_efd);
+    pthread_mutex_destroy(&in->lock);
+    free(in);
     close(lfd);
+    return NULL;
+}
+
+int migrate_incoming_fd(const struct mig_incoming *in)
+{
+    return in->done_efd;
+}
+
+const char *migrate_incoming_state(struct mig_incoming *in)
+{
+    return atomic_load(&in->receiving) ? "receiving" : "waiting";
+}
+
+void migrate_incoming_cancel(struct mig_incoming *in)
+{
+    atomic_store(&in->cancelled, true);
+    uint64_t one = 1;
+    if (write(in->cancel_efd, &one, sizeof(one)) < 0)
+        warn_errno("incoming migration: eventfd");
+    /* A receive in progress ends at once: its reads see the connection shut. */
+    pthread_mutex_lock(&in->lock);
+    if (in->conn_fd >= 0)
+        shutdown(in->conn_fd, SHUT_RDWR);
+    pthread_mutex_unlock(&in->lock);
+}
+
+int migrate_incoming_finish(struct mig_incoming *in, char *err, size_t errlen)
+{
+    pthread_join(in->thread, NULL);
+    int r = in->result;
     if (r < 0)
-        return -1;
-    r = receive(vm, &c, err, errlen);
-    mig_conn_close(&c);
+        err_set(err, errlen, "%s", in->err);
+    close(in->done_efd);
+    close(in->cancel_efd);
+    pthread_mutex_destroy(&in->lock);
+    free(in);
     return r;
 }

@@ -16,6 +16,7 @@
 #include "kvm/vm.h"
 #include "migrate/conn.h"
 #include "migrate/proto.h"
+#include "migrate/event.h"
 #include "migrate/ram.h"
 #include "migrate/stream.h"
 #include "migrate/tcp.h"
@@ -60,6 +61,7 @@ static void fail(struct migration *m, int state, const char *fmt, ...)
     pthread_mutex_unlock(&m->lock);
     va_end(ap);
     atomic_store(&m->state, state);
+    mig_event("source", migrate_state_name((enum mig_state)state), m->error, m->p.uri);
 }
 
 static void disks_each(struct vm *vm, int (*fn)(struct blk_dev *), int *first_err)
@@ -174,6 +176,7 @@ static int switchover(struct migration *m, struct mig_stream *s, uint64_t *bm, d
     struct vm *vm = m->vm;
     char err[200], reply[256];
     *paused_at = now_ms();
+    mig_event("source", "device", NULL, m->p.uri); /* QMP's name: vCPUs stop, devices go */
     vm_quiesce(vm);
     debug_msg("switchover: vCPUs paused and storage drained after %.1f ms", now_ms() - *paused_at);
     ram_dirty_sync(vm, bm);
@@ -335,6 +338,7 @@ switch_over:
         /* The guest lives on at the destination; the main loop ends this process once the
          * user's `nvmevm migrate` has seen the result. */
         atomic_store(&m->state, MIG_COMPLETED);
+        mig_event("source", "completed", NULL, m->p.uri);
         goto done;
     }
 out:
@@ -368,6 +372,7 @@ struct migration *migrate_start(struct vm *vm, const struct mig_params *p, char 
     }
     pthread_mutex_init(&m->lock, NULL);
     atomic_store(&m->state, MIG_ACTIVE);
+    mig_event("source", "active", NULL, p->uri);
     if (pthread_create(&m->thread, NULL, migration_thread, m) != 0) {
         err_set(err, errlen, "cannot start the migration thread");
         pthread_mutex_destroy(&m->lock);

@@ -52,10 +52,25 @@ const char *migrate_state_name(enum mig_state s);
 /* Cancels if still running, joins the migration thread and frees m (NULL: nothing). */
 void migrate_free(struct migration *m);
 
-/* Destination: accepts the source on lfd (listening on uri: tcp_listen_uri), receives and loads
- * everything into vm (created with the same --mem/--cpus/disks, vCPUs not started), takes the disk
- * locks and returns 0 when the guest may run; -1 with a reason otherwise. Closes lfd. tls (NULL:
- * plain TCP) comes from mig_tls_new(..., true, ...); a peer failing its handshake is refused and
- * the wait goes on. timeout_s: a source silent this long fails the migration (0: default). */
-int migrate_incoming(struct vm *vm, int lfd, const char *uri, struct mig_tls *tls,
-                     unsigned timeout_s, char *err, size_t errlen);
+/*
+ * Destination: a thread accepts the source on lfd (listening on uri: tcp_listen_uri),
+ * receives and loads everything into vm (created with the same --mem/--cpus/disks, vCPUs
+ * not started) and takes the disk locks, while the caller's main loop keeps serving. tls
+ * (NULL: plain TCP; the caller frees it after finish) comes from mig_tls_new(..., true,
+ * ...). A connection refused before anything was loaded (a stranger, garbage, a failed
+ * handshake, another configuration) is logged and the wait goes on, until wait_timeout_s
+ * (0: forever). io_timeout_s: a source silent this long fails its connection (0: default).
+ * Takes lfd (closed at the end). NULL with a reason.
+ */
+struct mig_incoming;
+struct mig_incoming *migrate_incoming_start(struct vm *vm, int lfd, const char *uri,
+                                            struct mig_tls *tls, unsigned io_timeout_s,
+                                            unsigned wait_timeout_s, char *err, size_t errlen);
+/* Readable once the thread has finished (migrate_incoming_finish will not block). */
+int migrate_incoming_fd(const struct mig_incoming *in);
+/* "waiting" or "receiving". */
+const char *migrate_incoming_state(struct mig_incoming *in);
+/* Stops waiting (or receiving) at once; finish then reports it cancelled. */
+void migrate_incoming_cancel(struct mig_incoming *in);
+/* Joins and frees in: 0 when the guest may run here, -1 with a reason. */
+int migrate_incoming_finish(struct mig_incoming *in, char *err, size_t errlen);

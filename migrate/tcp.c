@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -41,6 +42,19 @@ static int parse(const char *uri, char *host, size_t hostlen, char *port, size_t
     if (!hl)
         snprintf(host, hostlen, "127.0.0.1");
     snprintf(port, portlen, "%s", colon + 1);
+    return 0;
+}
+
+int tcp_check_uri(const char *uri, char *err, size_t errlen)
+{
+    char host[256], port[16];
+    if (parse(uri, host, sizeof(host), port, sizeof(port), err, errlen) < 0)
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(port, &end, 10);
+    if (errno || *end || port[0] < '0' || port[0] > '9' || v < 1 || v > 65535)
+        return err_set(err, errlen, "%s: port '%s' is not a number from 1 to 65535", uri, port);
     return 0;
 }
 

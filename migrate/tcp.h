@@ -4,6 +4,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* A destination one can connect to: tcp:HOST:PORT or tcp:PORT, the port a number from 1
+ * to 65535. 0, or -1 with a one-line reason naming the URI. */
+int tcp_check_uri(const char *uri, char *err, size_t errlen);
 /* Connects; returns a socket or -1 with a one-line reason. */
 int tcp_connect_uri(const char *uri, char *err, size_t errlen);
 /* Listens on the URI's address; returns the listening socket or -1 with a reason. Warns in
