@@ -131,12 +131,16 @@ static void finish(struct nvme_ctrl *c, struct nvme_req *r, uint16_t status)
 static uint16_t storage_status(struct nvme_ctrl *c, struct nvme_req *r, int64_t res, bool read,
                                uint64_t lba)
 {
-    if (res == -ENOSPC || res == -EDQUOT)
-        return SC_GEN(NVME_SC_CAP_EXCEEDED) | DNR; /* thin backing file ran out of room */
-    uint16_t s = SC_MEDIA(read ? NVME_SC_READ_ERROR : NVME_SC_WRITE_FAULT);
-    c->smart.media_errors++;
-    nvme_error_log_add(c, r, s, lba, r->ns ? r->ns->nsid : 0);
-    events_postf("DISK_ERROR", "{\"nsid\":%u,\"op\":\"%s\",\"lba\":%llu,\"status\":%u,\"errno\":%lld}",
+    uint16_t s;
+    if (res == -ENOSPC || res == -EDQUOT) {
+        s = SC_GEN(NVME_SC_CAP_EXCEEDED) | DNR; /* thin backing file ran out of room */
+    } else {
+        s = SC_MEDIA(read ? NVME_SC_READ_ERROR : NVME_SC_WRITE_FAULT);
+        c->smart.media_errors++;
+        nvme_error_log_add(c, r, s, lba, r->ns ? r->ns->nsid : 0);
+    }
+    events_postf("DISK_ERROR",
+                 "{\"nsid\":%u,\"op\":\"%s\",\"lba\":%llu,\"status\":%u,\"errno\":%lld}",
                  r->ns ? (unsigned)r->ns->nsid : 0u, read ? "read" : "write",
                  (unsigned long long)lba, (unsigned)s, (long long)-res);
     return s;

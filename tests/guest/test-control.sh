@@ -2,7 +2,7 @@
 # Level 2: the control socket under hostile and slow clients, and seccomp, against a
 # running tiny guest. A client that sends half a request and waits must not hold up the
 # guest or another client; ids are echoed; an over-long line is refused; text passed to
-# `nvmevm migrate` reaches the VM as one string; a thread calling what its seccomp
+# `nvmevm migrate` reaches the VM as one string (after the client's own checks); a thread calling what its seccomp
 # allowlist forbids stops nvmevm with one line and status 159.
 set -uo pipefail
 . "$(dirname "$0")/../lib.sh"
@@ -58,21 +58,60 @@ t_check control/guest-runs-beside-slow-client "progress lines $before -> $after"
 rep=$(printf '{"cmd":"status","id":{"n":[1,"two"]}}\n{"cmd":"nope","id":5}\n' | client "$sock")
 t_check control/id-echoed "replies: $rep" \
     python3 -c 'import json, sys
-a, b = [json.loads(l) for l in sys.argv[1].splitlines()]
+g, a, b = [json.loads(l) for l in sys.argv[1].splitlines()]
+assert "greeting" in g, g
 assert a["ok"] and a["id"] == {"n": [1, "two"]}, a
-assert not b["ok"] and b["id"] == 5 and "unknown command" in b["error"], b' "$rep"
+assert not b["ok"] and b["id"] == 5 and b["error"]["class"] == "CommandNotFound", b
+assert "unknown command" in b["error"]["desc"], b' "$rep"
+
+# The greeting comes first, unasked: version, protocol, the VM's name and pid, capabilities.
+rep=$(printf '' | client "$sock")
+t_check control/greeting "greeting: $rep" python3 -c 'import json, sys
+(g,) = [json.loads(l) for l in sys.argv[1].splitlines()]
+g = g["greeting"]
+assert g["version"] and g["protocol"] == 1 and g["vm"] == "ctl" and g["pid"] == int(sys.argv[2]), g
+assert "events" in g["capabilities"] and "migrate" in g["capabilities"], g' "$rep" "$pid"
+
+# QMP's form, error classes for each kind of bad request, and query-commands.
+rep=$(printf '%s\n' '{"execute":"status","id":"q1"}' '{"execute":"query-commands","id":2}' \
+    '{"execute":"migrate","arguments":{"uri":"tcp:h:1","downtime_ms":-5},"id":3}' \
+    '{"execute":"status","extra":1}' '[1,2]' '{"cmd":"status"' '{"cmd":7}' \
+    '{"cmd":"status","execute":"status"}' '{"cmd":"migrate-cancel"}' | client "$sock")
+t_check control/classes-and-commands "replies: ${rep:0:600}" python3 -c 'import json, sys
+r = [json.loads(l) for l in sys.argv[1].splitlines()][1:]
+assert r[0]["ok"] and r[0]["id"] == "q1" and r[0]["state"] == "running", r[0]
+names = [c["name"] for c in r[1]["commands"]]
+for n in ("status", "pause", "resume", "quit", "migrate", "migrate-status", "migrate-cancel",
+          "query-commands", "watch"):
+    assert n in names, names
+assert all(c["desc"] for c in r[1]["commands"]), r[1]
+want = ["InvalidArgument", "InvalidRequest", "InvalidRequest", "InvalidRequest",
+        "InvalidRequest", "InvalidRequest", "InvalidState"]
+got = [x["error"]["class"] for x in r[2:]]
+assert got == want and all(not x["ok"] and x["error"]["desc"] for x in r[2:]), got
+assert r[2]["id"] == 3 and "must not be negative" in r[2]["error"]["desc"], r[2]' "$rep"
 
 rep=$(head -c 70000 /dev/zero | tr '\0' 'x' | client "$sock")
-t_check control/long-line-refused "reply: ${rep:0:200}" grep -q '"error":"request longer than 65536 bytes"' <<<"$rep"
+t_check control/long-line-refused "reply: ${rep:0:200}" grep -q '"error":{"class":"InvalidRequest","desc":"request longer than 65536 bytes"}' <<<"$rep"
 rep=$(printf '{"cmd":"status"}\0{"cmd":"quit"}\n' | client "$sock")
 t_check control/nul-refused "reply: $rep" grep -q 'NUL byte' <<<"$rep"
 
 # The destination text goes over as a JSON string: the VM tries to reach that odd address
-# (and fails), it does not see "force":true.
+# (and fails), it does not see "force":true. (`nvmevm migrate` checks the URI itself, so
+# this goes through the raw socket.)
 evil='tcp:h:1","force":true,"x":"'
-run_capture "$TEST_TMP/evil.log" 120 "$NVMEVM" migrate --socket "$sock" "$evil"
-t_check control/migrate-uri-injection "status $RC: $(head -c 300 "$TEST_TMP/evil.log")" \
-    grep -qF "$evil" "$TEST_TMP/evil.log"
+rep=$(python3 -c 'import json, sys; print(json.dumps({"cmd": "migrate", "uri": sys.argv[1]}))' "$evil" |
+    client "$sock")
+t_check control/migrate-uri-injection "reply: $(head -c 300 <<<"$rep")" \
+    python3 -c 'import json, sys
+r = json.loads(sys.argv[1].splitlines()[1])
+assert r["ok"] or r["error"]["class"] == "MigrationFailed", r' "$rep"
+for _ in $(seq 100); do
+    timeout 10 "$NVMEVM" ctl --socket "$sock" migrate-status | grep -q '"migration":"active"' || break
+    sleep 0.1
+done
+st=$(timeout 10 "$NVMEVM" ctl --socket "$sock" migrate-status)
+t_check control/migrate-uri-injection-failed "migrate-status: ${st:0:300}" grep -qF 'h:1\",\"force\":true' <<<"$st"
 rep=$(timeout 60 "$NVMEVM" ctl --socket "$sock" status)
 t_check control/running-after-injection "status: '$rep'" grep -q '"state":"running"' <<<"$rep"
 

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Level 2, hostile migration streams: a destination fed garbage, a stream cut short, or a
-# stream from a VM with other disks refuses it with one line, exits non-zero, and never
-# runs a guest.
+# stream from a VM with other disks refuses it with one line and never runs a guest; it
+# keeps waiting when nothing was loaded yet, and exits non-zero otherwise.
 set -uo pipefail
 . "$(dirname "$0")/../lib.sh"
 
@@ -15,12 +15,16 @@ trap 'rm -f "$disk"' EXIT
 port=$((40000 + $$ % 20000))
 
 # feed NAME PATTERN PRODUCER...: start an incoming nvmevm, connect, send PRODUCER's output.
+# A stream refused before anything was loaded (header, configuration, silence) leaves the
+# destination waiting for the real source: it logs one line, still answers status with
+# "incoming", and quits cleanly. One refused after loading began ends it (non-zero status,
+# "incoming migration refused"). FEED_ENDS=1 says which is expected. Either way no guest runs.
 feed() {
     local name=$1 pattern=$2
     shift 2
-    local log="$TEST_TMP/hostile-$name.log"
+    local log="$TEST_TMP/hostile-$name.log" sock="$TEST_TMP/h-$name.sock"
     port=$((port + 1))
-    "$NVMEVM" run --kernel "$TINY" --mem 64M --no-stdin --control "$TEST_TMP/h-$name.sock" \
+    "$NVMEVM" run --kernel "$TINY" --mem 64M --no-stdin --control "$sock" \
         --incoming "tcp:127.0.0.1:$port" ${FEED_ARGS:-} "$disk" >"$log" 2>&1 </dev/null &
     local pid=$!
     for _ in $(seq 100); do
@@ -28,15 +32,26 @@ feed() {
         sleep 0.05
     done
     (exec 3<>"/dev/tcp/127.0.0.1/$port" && "$@" >&3 && sleep 0.3) 2>/dev/null
-    local rc=0
-    timeout 20 tail --pid="$pid" -f /dev/null
-    kill -9 "$pid" 2>/dev/null
-    wait "$pid" || rc=$?
-    if [ "$rc" -ne 0 ] && [ "$rc" -lt 124 ] && grep -q "incoming migration refused: .*$pattern" "$log" &&
-        ! grep -q "tiny:" "$log"; then
+    local rc=0 ok=0 status=""
+    if [ -n "${FEED_ENDS:-}" ]; then
+        timeout 20 tail --pid="$pid" -f /dev/null
+        kill -9 "$pid" 2>/dev/null
+        wait "$pid" || rc=$?
+        [ "$rc" -ne 0 ] && [ "$rc" -lt 124 ] &&
+            grep -q "incoming migration refused: .*$pattern" "$log" && ok=1
+    else
+        wait_for "$log" "refused a connection from .*$pattern.*still waiting" 20 &&
+            status=$(timeout 20 "$NVMEVM" ctl --socket "$sock" status 2>&1)
+        timeout 20 "$NVMEVM" ctl --socket "$sock" quit >/dev/null 2>&1
+        timeout 20 tail --pid="$pid" -f /dev/null
+        kill -9 "$pid" 2>/dev/null
+        wait "$pid" || rc=$?
+        [ "$rc" -eq 0 ] && grep -q '"state":"incoming"' <<<"$status" && ok=1
+    fi
+    if [ "$ok" -eq 1 ] && ! grep -q "tiny:" "$log"; then
         t_pass "migrate-hostile/$name"
     else
-        t_fail "migrate-hostile/$name" "status $rc"
+        t_fail "migrate-hostile/$name" "status $rc ${status:0:100}"
         show_tail "$log" 5
     fi
 }
@@ -148,6 +163,7 @@ if [ -s "$rec" ]; then
     stream_tool drop 2 "$rec" "$rec.no-ram"
     stream_tool dup 0x60 "$rec" "$rec.kvm-twice"
     stream_tool dup 1 "$rec" "$rec.config-twice"
+    export FEED_ENDS=1 # loading began: these end the destination
     feed missing-vcpu "without section 0x10 (vCPU)" cat "$rec.no-vcpu"
     feed missing-kvm "without section 0x60" cat "$rec.no-kvm"
     feed missing-ram "without any RAM section" cat "$rec.no-ram"

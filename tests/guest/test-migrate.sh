@@ -81,13 +81,18 @@ refused() {
     local src_pid=$LAST_PID
     wait_for "$log" "hello from ring 0" 30
     "$NVMEVM" run --kernel "$TINY" --mem 128M --no-stdin --incoming "tcp:127.0.0.1:$port" \
-        "$disk" >"$dlog" 2>&1 </dev/null &
+        --control "$TEST_TMP/rdst.sock" "$disk" >"$dlog" 2>&1 </dev/null &
     local dst_pid=$!
     pids+=("$dst_pid")
     wait_for "$dlog" "waiting for an incoming migration" 20
-    local out rc=0
+    local out rc=0 dst_status
     out=$("$NVMEVM" migrate --socket "$TEST_TMP/rsrc.sock" "tcp:127.0.0.1:$port" 2>&1) || rc=$?
+    # Nothing was loaded: the destination waits on for the right source.
+    dst_status=$("$NVMEVM" ctl --socket "$TEST_TMP/rdst.sock" status 2>&1)
+    "$NVMEVM" ctl --socket "$TEST_TMP/rdst.sock" quit >/dev/null 2>&1
     wait "$dst_pid" 2>/dev/null
+    t_check migrate/refused-config-destination-waits "destination status: $dst_status" \
+        grep -q '"state":"incoming"' <<<"$dst_status"
     if [ "$rc" -ne 0 ] && grep -q "guest RAM is" <<<"$out" &&
         "$NVMEVM" ctl --socket "$TEST_TMP/rsrc.sock" status | grep -q running; then
         t_pass migrate/refused-stream-source-continues

@@ -63,8 +63,15 @@ one_case() {
     for ((t = 0; t < 1200; t++)); do
         alive "$src_pid" && alive "$dst_pid" || break
         grep -q "migration received" "$dlog" && ! alive "$src_pid" && break
+        # Cut before anything loaded: the destination waits for a real source; let it go.
+        grep -q "still waiting for the source" "$dlog" && break
         sleep 0.1
     done
+    if alive "$dst_pid" && grep -q "still waiting for the source" "$dlog" &&
+        ! grep -q "migration received" "$dlog"; then
+        "$NVMEVM" ctl --socket "$work/dst.sock" quit >/dev/null 2>&1
+        timeout 20 tail --pid="$dst_pid" -f /dev/null
+    fi
     local src_runs=0 dst_runs=0
     alive "$src_pid" && progressing "$src_pid" "$slog" "$work/src.sock" && src_runs=1
     alive "$dst_pid" && progressing "$dst_pid" "$dlog" "$work/dst.sock" && dst_runs=1

@@ -3,7 +3,9 @@
 # attached) is migrated N times through proxy.py, which mutates the stream in flight (bit
 # flip, byte replacement, truncation, inserted or duplicated chunk; seeded, seed printed per
 # case), each time into a fresh `nvmevm run --incoming`. Every destination must refuse with
-# one line "incoming migration refused: ..." and exit non-zero without running the guest;
+# one line without running the guest: "incoming migration refused: ..." and a non-zero exit
+# once loading began, "refused a connection from ...; still waiting" before (it then waits
+# for the real source and is told to quit over its control socket);
 # the source must report the failed migration and keep running, its guest still printing.
 # usage: tests/reliability/hostile-streams.sh [N=1000]   (REL_SEED=S fixes the base seed)
 set -uo pipefail
@@ -50,6 +52,11 @@ one_case() {
     timeout 300 "$NVMEVM" migrate --socket "$work/src.sock" "tcp:127.0.0.1:$pport" \
         >"$mlog" 2>&1 || mrc=$?
     proxy_result 120 || RESULT="result closed=no-answer"
+    local waited=0
+    if wait_for "$dlog" "still waiting for the source\|incoming migration refused\|migration received" 120 &&
+        grep -q "still waiting for the source" "$dlog"; then
+        "$NVMEVM" ctl --socket "$work/dst.sock" quit >/dev/null 2>&1 && waited=1
+    fi
     # A destination that neither refuses nor runs within 120 s is hung.
     timeout 120 tail --pid="$dst_pid" -f /dev/null
     if kill -0 "$dst_pid" 2>/dev/null; then
@@ -59,15 +66,17 @@ one_case() {
     wait "$dst_pid" 2>/dev/null || drc=$?
     dst_pid=
     local refusals
-    refusals=$(grep -c "incoming migration refused: " "$dlog")
-    REASON=$(grep -m1 -o "incoming migration refused: .*" "$dlog" | cut -c29-)
+    local refused_re="incoming migration refused: \|refused a connection from .*still waiting"
+    refusals=$(grep -c "$refused_re" "$dlog")
+    REASON=$(grep -m1 -o "incoming migration refused: .*\|refused a connection from .*" "$dlog" |
+        sed 's/^incoming migration refused: //; s/^refused a connection from [^:]*: //; s/; still waiting.*//')
     if [ -n "${DST:-}" ]; then
         :
     elif grep -q "migration received\|tiny:" "$dlog"; then
         DST=ran
     elif [ "$drc" -ge 128 ]; then
         DST=crashed REASON="status $drc: $(tail -1 "$dlog")"
-    elif [ "$drc" -ne 0 ] && [ "$refusals" -eq 1 ] &&
+    elif { [ "$drc" -ne 0 ] || [ "$waited" -eq 1 ]; } && [ "$refusals" -eq 1 ] &&
         [ "$(grep -vc '^nvmevm: \(control socket\|waiting for an incoming\)' "$dlog")" -eq 1 ]; then
         DST=refused
     else

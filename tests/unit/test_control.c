@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <json-c/json.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -38,6 +39,74 @@ Test(control, id_kept_on_refusal)
     cr_assert_not_null(r.id);
     cr_assert_eq(json_object_get_int(r.id), 7);
     control_req_release(&r);
+}
+
+/* Each kind of refusal has its class. */
+Test(control, error_classes)
+{
+    static const struct {
+        const char *req, *cls, *desc;
+    } cases[] = {
+        {"nonsense", CONTROL_ERR_INVALID_REQUEST, "not JSON"},
+        {"[1]", CONTROL_ERR_INVALID_REQUEST, "expected a JSON object"},
+        {"{\"cmd\":5}", CONTROL_ERR_INVALID_REQUEST, "expected {\"cmd\""},
+        {"{\"id\":1}", CONTROL_ERR_INVALID_REQUEST, "expected {\"cmd\""},
+        {"{\"cmd\":\"status\",\"execute\":\"status\"}", CONTROL_ERR_INVALID_REQUEST, "not both"},
+        {"{\"execute\":\"status\",\"uri\":1}", CONTROL_ERR_INVALID_REQUEST, "unknown member"},
+        {"{\"execute\":\"status\",\"arguments\":[]}", CONTROL_ERR_INVALID_REQUEST, "must be an object"},
+        {"{\"execute\":\"fly\"}", CONTROL_ERR_COMMAND_NOT_FOUND, "unknown command 'fly'"},
+        {"{\"cmd\":\"migrate\"}", CONTROL_ERR_INVALID_ARGUMENT, "missing \"uri\""},
+        {"{\"execute\":\"migrate\"}", CONTROL_ERR_INVALID_ARGUMENT, "missing \"uri\""},
+        {"{\"cmd\":\"migrate\",\"uri\":\"tcp:1\",\"timeout_s\":-1}", CONTROL_ERR_INVALID_ARGUMENT,
+         "must not be negative"},
+        {"{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"tcp:1\",\"frce\":true}}",
+         CONTROL_ERR_INVALID_ARGUMENT, "unknown member \"frce\""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct control_req r;
+        char err[256];
+        cr_assert_eq(parse(cases[i].req, &r, err, sizeof(err)), -1, "%s", cases[i].req);
+        cr_assert_str_eq(r.err_class, cases[i].cls, "%s: %s", cases[i].req, r.err_class);
+        cr_assert(strstr(err, cases[i].desc), "%s: %s", cases[i].req, err);
+        control_req_release(&r);
+    }
+}
+
+/* QMP's form: "execute", the arguments in "arguments", the id echoed. */
+Test(control, qmp_execute_with_arguments)
+{
+    struct control_req r;
+    char err[256];
+    const char *req = "{\"execute\":\"migrate\",\"id\":\"m1\",\"arguments\":{\"uri\":\"tcp:9\","
+                      "\"downtime_ms\":50,\"force\":true}}";
+    cr_assert_eq(parse(req, &r, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(r.cmd, CONTROL_MIGRATE);
+    cr_assert_str_eq(r.mig.uri, "tcp:9");
+    cr_assert_eq(r.mig.downtime_ms, 50);
+    cr_assert(r.mig.force_on_timeout);
+    cr_assert_str_eq(json_object_get_string(r.id), "m1");
+    control_req_release(&r);
+    cr_assert_eq(parse("{\"execute\":\"watch\"}", &r, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(r.cmd, CONTROL_WATCH);
+    control_req_release(&r);
+    cr_assert_eq(parse("{\"execute\":\"status\",\"arguments\":{}}", &r, err, sizeof(err)), 0);
+    control_req_release(&r);
+}
+
+/* query-commands lists every command the parser accepts, each with a description. */
+Test(control, command_list_is_complete)
+{
+    cr_assert_eq(control_ncommands, 9);
+    for (size_t i = 0; i < control_ncommands; i++) {
+        struct control_req r;
+        char line[128], err[256];
+        snprintf(line, sizeof(line), "{\"cmd\":\"%s\"%s}", control_commands[i].name,
+                 control_commands[i].cmd == CONTROL_MIGRATE ? ",\"uri\":\"tcp:1\"" : "");
+        cr_assert_eq(parse(line, &r, err, sizeof(err)), 0, "%s: %s", line, err);
+        cr_assert_eq(r.cmd, control_commands[i].cmd);
+        cr_assert(control_commands[i].desc && *control_commands[i].desc);
+        control_req_release(&r);
+    }
 }
 
 /* What `nvmevm migrate 'tcp:h:1","force":true,"x":"'` sends: json-c escapes the argument,

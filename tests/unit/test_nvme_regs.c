@@ -1,8 +1,11 @@
 /* NVMe controller registers: reset values, access widths, enable/disable/shutdown, CFS on
  * hostile configurations, INTMS/INTMC, and doorbell validation. */
 #include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "tests/unit/nvme_host.h"
+#include "util/events.h"
 
 static struct host *h;
 
@@ -224,6 +227,22 @@ Test(nvme_regs, hostile_enable_configurations_set_cfs)
         host_process(h);
         cr_assert_eq(host_rd32(h, NVME_REG_CSTS) & 3, 0, "%s", bad[i].what);
     }
+}
+
+/* CSTS.CFS is announced on the control socket: one NVME_FATAL event, with the reason. */
+Test(nvme_regs, fatal_status_posts_one_event)
+{
+    cr_assert_eq(events_init(), 0);
+    uint64_t q = host_alloc(h, 8192);
+    enable_raw(0x00070007, HOST_RAM + 0x1000ull, q, CC_OK);
+    cr_assert_eq(host_rd32(h, NVME_REG_CSTS) & 3, CSTS_CFS);
+    host_process(h); /* still fatal: no second event */
+    char *line = events_take();
+    cr_assert_not_null(line);
+    cr_assert(strstr(line, "{\"event\":\"NVME_FATAL\",\"data\":{\"reason\":\"") == line, "%s", line);
+    free(line);
+    cr_assert_null(events_take());
+    events_shutdown();
 }
 
 Test(nvme_regs, doorbell_before_ready_is_ignored)
