@@ -235,6 +235,13 @@ out:;
     return r;
 }
 
+void control_request_die(const char *path)
+{
+    if (errno == ETIMEDOUT)
+        die("%s: no answer within %u s", path, control_client_timeout_s);
+    die_errno("%s", path);
+}
+
 int control_request_obj(const char *path, json_object *req, char *out, size_t outlen)
 {
     /* json-c escapes every string, so no user text can add members to the request. */
@@ -299,7 +306,7 @@ static int watch(const char *path, bool human)
 {
     int fd = control_connect(path);
     if (fd < 0)
-        die_errno("%s", path);
+        control_request_die(path);
     struct control_reader *rd = calloc(1, sizeof(*rd));
     if (!rd)
         die("out of memory");
@@ -307,16 +314,14 @@ static int watch(const char *path, bool human)
     static const char req[] = "{\"cmd\":\"watch\"}\n";
     char line[8192];
     if (write_all(fd, req, sizeof(req) - 1, deadline_from_now()) < 0)
-        die_errno("%s", path);
+        control_request_die(path);
     setvbuf(stdout, NULL, _IOLBF, 0);
     bool subscribed = false;
     for (;;) {
         /* Only the answer to "watch" has a deadline; events come when they come. */
         int r = control_read_line(rd, line, sizeof(line), subscribed ? 0 : deadline_from_now());
-        if (r < 0 && errno == ETIMEDOUT)
-            die("%s: no answer within %u s", path, control_client_timeout_s);
         if (r < 0)
-            die_errno("%s", path);
+            control_request_die(path);
         if (r == 0)
             break; /* the VM ended */
         enum control_line_kind k = control_line_kind(line);
@@ -411,10 +416,8 @@ int control_client_main(int argc, char **argv)
     char buf[16384];
     int r = control_request_obj(path, req, buf, sizeof(buf));
     json_object_put(req);
-    if (r < 0 && errno == ETIMEDOUT)
-        die("%s: no answer within %u s", path, control_client_timeout_s);
     if (r < 0)
-        die_errno("%s", path);
+        control_request_die(path);
     fputs(buf, stdout);
     return control_reply_ok(buf) ? 0 : 1;
 }

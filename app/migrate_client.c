@@ -215,7 +215,7 @@ int migrate_client_main(int argc, char **argv)
         die("migrate: %s", err);
     if (cancel) {
         if (control_request(path, "{\"cmd\":\"migrate-cancel\"}\n", rep, sizeof(rep)) < 0)
-            die_errno("%s", path);
+            control_request_die(path);
         if (!control_reply_ok(rep)) {
             reply_error(rep, err, sizeof(err));
             die("migrate --cancel: %s", err);
@@ -239,7 +239,7 @@ int migrate_client_main(int argc, char **argv)
     int r = control_request_obj(path, req, rep, sizeof(rep));
     json_object_put(req);
     if (r < 0)
-        die_errno("%s", path);
+        control_request_die(path);
     if (!control_reply_ok(rep)) {
         reply_error(rep, err, sizeof(err));
         die("migrate: %s", err);

@@ -54,6 +54,33 @@ wdst=$!
 "$NVMEVM" ctl --socket "$TEST_TMP/ev-dst.sock" --watch --human >"$TEST_TMP/ev-wdst-human.out" 2>&1 &
 wdsth=$!
 sleep 1 # the watchers subscribe
+# A migration cancelled half-way (throttled to 1 MB/s) into a disposable destination, which
+# had begun loading and so ends; `migrate --cancel` reports success only when it was one.
+xlog="$TEST_TMP/ev-x.log" xport=$((port + 100))
+"$NVMEVM" run --mem 64M --no-stdin --control "$TEST_TMP/ev-x.sock" \
+    --incoming "tcp:127.0.0.1:$xport" "$disk" >"$xlog" 2>&1 </dev/null &
+x=$!
+pids+=("$x")
+wait_for "$xlog" "waiting for an incoming" 30
+timeout 60 "$NVMEVM" migrate --socket "$TEST_TMP/ev-src.sock" --max-bandwidth 1M \
+    "tcp:127.0.0.1:$xport" >"$TEST_TMP/ev-x-migrate.log" 2>&1 &
+xm=$!
+sleep 0.5
+rc=0
+out=$(timeout 20 "$NVMEVM" migrate --cancel --socket "$TEST_TMP/ev-src.sock" 2>&1) || rc=$?
+xrc=0
+wait "$xm" || xrc=$?
+t_check events/cancel "cancel status $rc: $out; migrate status $xrc: $(tail -1 "$TEST_TMP/ev-x-migrate.log")" \
+    [ "$rc" -eq 0 ] && [ "$xrc" -eq 1 ] && grep -q "migration cancelled" "$TEST_TMP/ev-x-migrate.log"
+rc=0
+out=$(timeout 20 "$NVMEVM" migrate --cancel --socket "$TEST_TMP/ev-src.sock" 2>&1) || rc=$?
+t_check events/cancel-nothing-running "status $rc: $out" \
+    [ "$rc" -eq 1 ] && [ "$out" = "nvmevm: migrate --cancel: no migration is running" ]
+rc=0
+timeout 30 tail --pid="$x" -f /dev/null
+wait "$x" || rc=$?
+t_check events/loaded-then-cut-destination-ends "status $rc: $(tail -1 "$xlog")" \
+    [ "$rc" -eq 1 ] && grep -q "^nvmevm: incoming migration refused: " "$xlog"
 (exec 3<>"/dev/tcp/127.0.0.1/$port" && head -c 4096 /dev/urandom >&3 && sleep 0.3) 2>/dev/null
 wait_for "$dlog" "refused a connection from .*not an nvmevm migration stream; still waiting" 20
 st=$(timeout 20 "$NVMEVM" ctl --socket "$TEST_TMP/ev-dst.sock" status 2>&1)
@@ -75,7 +102,7 @@ wait "$wsrc" || wrc=$?
 got=$(events "$TEST_TMP/ev-wsrc.out" | tr '\n' ' ')
 t_check events/source-states "source status $src_rc, watch status $wrc, events: $got" \
     [ "$src_rc" -eq 0 ] && [ "$wrc" -eq 0 ] &&
-    [ "$got" = "MIGRATION:source:active MIGRATION:source:device MIGRATION:source:completed SHUTDOWN:0 " ]
+    [ "$got" = "MIGRATION:source:active MIGRATION:source:cancelled MIGRATION:source:active MIGRATION:source:device MIGRATION:source:completed SHUTDOWN:0 " ]
 # The guest finishes its checksum at the destination and exits with PASS (status 1).
 dst_rc=0
 timeout 120 tail --pid="$dst" -f /dev/null
