@@ -282,9 +282,7 @@ static void serve_line(struct control *c, struct vm *vm, struct control_conn *k,
     switch (r.cmd) {
     case CONTROL_STATUS: {
         json_object *o = ok_obj();
-        add_str(o, "state", c->incoming            ? "incoming"
-                            : vm_is_paused(vm)     ? "paused"
-                                                   : "running");
+        add_str(o, "state", c->incoming ? "incoming" : vm_is_paused(vm) ? "paused" : "running");
         if (c->incoming)
             add_str(o, "incoming", migrate_incoming_state(c->incoming));
         json_object_object_add(o, "cpus", json_object_new_int(vm->ncpus));
@@ -464,8 +462,8 @@ static void deliver_events(struct control *c)
             struct control_conn *k = &c->conns[i];
             if (k->fd < 0 || !k->watching || k->closing)
                 continue;
-            char *out = k->out_len - k->out_off < MAX_OUT ? realloc(k->out, k->out_len + n + 1)
-                                                          : NULL;
+            char *out =
+                k->out_len - k->out_off < MAX_OUT ? realloc(k->out, k->out_len + n + 1) : NULL;
             if (!out) {
                 conn_close(k);
                 continue;

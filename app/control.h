@@ -1,8 +1,9 @@
 /*
  * Per-VM control socket (UNIX stream, mode 0600, JSON lines; the language is in
  * app/control_parse.h, the protocol in docs/control-protocol.md). Each connection first
- * gets a greeting line; "watch" adds asynchronous event lines (util/events.h). {"cmd":"status"|"pause"|"resume"|"quit"} -> {"ok":true,...}, and for
- * live migration {"cmd":"migrate","uri":"tcp:H:P","downtime_ms":300,"max_bandwidth":B,
+ * gets a greeting line; "watch" adds asynchronous event lines (util/events.h).
+ * {"cmd":"status"|"pause"|"resume"|"quit"} -> {"ok":true,...}, and for live migration
+ * {"cmd":"migrate","uri":"tcp:H:P","downtime_ms":300,"max_bandwidth":B,
  * "timeout_s":S,"force":false,"auto_converge":false}, {"cmd":"migrate-status"},
  * {"cmd":"migrate-cancel"}. A request may carry "id" (any JSON value); its reply echoes it.
  * A connection may send several requests. The socket is non-blocking and every client has
@@ -46,8 +47,8 @@ struct control_conn {
 struct control {
     int listen_fd;
     char path[108];
-    unsigned status_reads; /* migrate-status answers given (the source waits for one) */
-    struct migration *mig; /* the outgoing migration started through this socket, or NULL */
+    unsigned status_reads;         /* migrate-status answers given (the source waits for one) */
+    struct migration *mig;         /* the outgoing migration started through this socket, or NULL */
     struct mig_incoming *incoming; /* set while waiting for an incoming migration */
     struct control_conn conns[CONTROL_MAX_CLIENTS];
 };

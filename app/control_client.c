@@ -291,7 +291,8 @@ static void print_human(const char *line)
     if (localtime_r(&t, &tm))
         strftime(when, sizeof(when), "%H:%M:%S", &tm);
     printf("%s.%03ld %s", when, us / 1000, json_object_get_string(ev));
-    if (json_object_object_get_ex(o, "data", &data) && json_object_is_type(data, json_type_object)) {
+    if (json_object_object_get_ex(o, "data", &data) &&
+        json_object_is_type(data, json_type_object)) {
         json_object_object_foreach(data, key, val)
         {
             printf(" %s=%s", key, json_object_get_string(val));

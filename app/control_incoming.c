@@ -45,6 +45,9 @@ int control_wait_incoming(struct control *c, struct vm *vm, struct mig_incoming 
         control_handle(c, vm, p + 3, nctl);
     }
     c->incoming = NULL;
+    /* A quit served in the loop's last round cancelled the thread, whose end woke us first. */
+    if (stop_status < 0 && atomic_load(&vm->stopping))
+        stop_status = vm->exit_status;
     int r = migrate_incoming_finish(in, err, errlen);
     if (stop_status >= 0) {
         *status = stop_status;

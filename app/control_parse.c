@@ -26,9 +26,9 @@ const struct control_command_info control_commands[] = {
 const size_t control_ncommands = sizeof(control_commands) / sizeof(control_commands[0]);
 
 static const char *const migrate_keys[] = {
-    "cmd",       "execute", "id",     "uri",           "downtime_ms", "max_bandwidth",
-    "timeout_s", "force",   "auto_converge", "tls_psk",     "tls_cert",
-    "tls_key",   "tls_ca",  "tls_hostname",  "io_timeout_s"};
+    "cmd",           "execute",   "id",     "uri",           "downtime_ms",
+    "max_bandwidth", "timeout_s", "force",  "auto_converge", "tls_psk",
+    "tls_cert",      "tls_key",   "tls_ca", "tls_hostname",  "io_timeout_s"};
 
 /* A non-negative integer member no larger than max, dflt when absent. */
 static int get_uint(json_object *req, const char *key, uint64_t dflt, uint64_t max, uint64_t *out,

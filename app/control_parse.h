@@ -35,13 +35,13 @@ extern const size_t control_ncommands;
 
 /* Error classes ("error":{"class":...,"desc":...}); docs/control-protocol.md lists when
  * each is used. */
-#define CONTROL_ERR_INVALID_REQUEST  "InvalidRequest"  /* not a request: JSON, shape, size */
+#define CONTROL_ERR_INVALID_REQUEST   "InvalidRequest" /* not a request: JSON, shape, size */
 #define CONTROL_ERR_COMMAND_NOT_FOUND "CommandNotFound"
-#define CONTROL_ERR_INVALID_ARGUMENT "InvalidArgument" /* a member's value or an unknown one */
-#define CONTROL_ERR_INVALID_STATE    "InvalidState"    /* not now: e.g. pause while incoming */
-#define CONTROL_ERR_DEVICE_BUSY      "DeviceBusy"      /* a migration is already running */
-#define CONTROL_ERR_MIGRATION_FAILED "MigrationFailed" /* the migration could not start */
-#define CONTROL_ERR_INTERNAL         "InternalError"
+#define CONTROL_ERR_INVALID_ARGUMENT  "InvalidArgument" /* a member's value or an unknown one */
+#define CONTROL_ERR_INVALID_STATE     "InvalidState"    /* not now: e.g. pause while incoming */
+#define CONTROL_ERR_DEVICE_BUSY       "DeviceBusy"      /* a migration is already running */
+#define CONTROL_ERR_MIGRATION_FAILED  "MigrationFailed" /* the migration could not start */
+#define CONTROL_ERR_INTERNAL          "InternalError"
 
 struct json_object;
 

@@ -571,9 +571,8 @@ static int cmd_run(int argc, char **argv)
     fprintf(stderr, "nvmevm: control socket %s\n", path);
     if (o.incoming) {
         int sfd = signal_fd(), stopped = 0;
-        struct mig_incoming *in =
-            migrate_incoming_start(&vm, incoming_fd, o.incoming, tls, o.mig_timeout,
-                                   o.incoming_timeout, err, sizeof(err));
+        struct mig_incoming *in = migrate_incoming_start(
+            &vm, incoming_fd, o.incoming, tls, o.mig_timeout, o.incoming_timeout, err, sizeof(err));
         int r = in ? control_wait_incoming(&ctl, &vm, in, sfd, &stopped, err, sizeof(err)) : -1;
         close(sfd);
         mig_tls_free(tls);

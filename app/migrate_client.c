@@ -75,7 +75,8 @@ static void reply_error(const char *js, char *out, size_t len)
     if (o && json_object_object_get_ex(o, "error", &e)) {
         if (json_object_is_type(e, json_type_string))
             s = json_object_get_string(e);
-        else if (json_object_object_get_ex(e, "desc", &d) && json_object_is_type(d, json_type_string))
+        else if (json_object_object_get_ex(e, "desc", &d) &&
+                 json_object_is_type(d, json_type_string))
             s = json_object_get_string(d);
     }
     snprintf(out, len, "%s", s);

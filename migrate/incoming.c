@@ -159,7 +159,8 @@ static double now_s(void)
 static int wait_connection(struct mig_incoming *in, double deadline, int *fd, char *err,
                            size_t errlen)
 {
-    struct pollfd p[2] = {{.fd = in->lfd, .events = POLLIN}, {.fd = in->cancel_efd, .events = POLLIN}};
+    struct pollfd p[2] = {{.fd = in->lfd, .events = POLLIN},
+                          {.fd = in->cancel_efd, .events = POLLIN}};
     int ms = -1;
     if (deadline > 0) {
         double left = deadline - now_s();
@@ -318,8 +319,12 @@ struct mig_incoming *migrate_incoming_start(struct vm *vm, int lfd, const char *
         err_set(err, errlen, "out of memory");
         return NULL;
     }
-    *in = (struct mig_incoming){.vm = vm, .lfd = lfd, .tls = tls, .io_timeout_s = io_timeout_s,
-                                .wait_timeout_s = wait_timeout_s, .conn_fd = -1};
+    *in = (struct mig_incoming){.vm = vm,
+                                .lfd = lfd,
+                                .tls = tls,
+                                .io_timeout_s = io_timeout_s,
+                                .wait_timeout_s = wait_timeout_s,
+                                .conn_fd = -1};
     snprintf(in->uri, sizeof(in->uri), "%s", uri);
     pthread_mutex_init(&in->lock, NULL);
     in->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

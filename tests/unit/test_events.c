@@ -46,8 +46,9 @@ Test(events, lines_in_order_with_timestamps)
     cr_assert_not_null(b);
     long long sec;
     long usec;
-    cr_assert_eq(sscanf(a, "{\"event\":\"RESET\",\"data\":{\"source\":\"i8042\"},\"timestamp\":{"
-                           "\"seconds\":%lld,\"microseconds\":%ld}}",
+    cr_assert_eq(sscanf(a,
+                        "{\"event\":\"RESET\",\"data\":{\"source\":\"i8042\"},\"timestamp\":{"
+                        "\"seconds\":%lld,\"microseconds\":%ld}}",
                         &sec, &usec),
                  2, "%s", a);
     cr_assert(sec > 1000000000 && usec >= 0 && usec < 1000000);

@@ -239,7 +239,8 @@ Test(nvme_regs, fatal_status_posts_one_event)
     host_process(h); /* still fatal: no second event */
     char *line = events_take();
     cr_assert_not_null(line);
-    cr_assert(strstr(line, "{\"event\":\"NVME_FATAL\",\"data\":{\"reason\":\"") == line, "%s", line);
+    cr_assert(strstr(line, "{\"event\":\"NVME_FATAL\",\"data\":{\"reason\":\"") == line, "%s",
+              line);
     free(line);
     cr_assert_null(events_take());
     events_shutdown();
