@@ -45,3 +45,13 @@ show_tail() {
     tail -n "${2:-15}" "$1" | sed 's/^/    /'
     echo "----"
 }
+
+# guest_scratch NAME SIZE: a sparse disk image $disk in /var/tmp (O_DIRECT works there, not
+# always in /tmp), an empty list $pids of processes to kill, and an EXIT trap that kills
+# them and removes the image.
+guest_scratch() {
+    disk=/var/tmp/nvmevm-$1-$$.img
+    truncate -s "$2" "$disk"
+    pids=()
+    trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -f "$disk"' EXIT
+}

@@ -12,15 +12,15 @@ if [ ! -f "$TINY" ]; then
     t_fail events/build "tiny guest not built: $TINY"
     exit 0
 fi
-disk=/var/tmp/nvmevm-events-$$.img
-truncate -s 16M "$disk"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    rm -f "$disk"
-}
-trap cleanup EXIT
+guest_scratch events 16M
 port=$((30000 + $$ % 20000))
+
+# reap PID SECONDS: waits (bounded) for PID to end; REAP_RC is its exit status.
+reap() {
+    REAP_RC=0
+    timeout "$2" tail --pid="$1" -f /dev/null
+    wait "$1" || REAP_RC=$?
+}
 
 # events FILE: the event names and states in a watch log, one per line ("MIGRATION:active").
 events() {
@@ -70,17 +70,19 @@ rc=0
 out=$(timeout 20 "$NVMEVM" migrate --cancel --socket "$TEST_TMP/ev-src.sock" 2>&1) || rc=$?
 xrc=0
 wait "$xm" || xrc=$?
-t_check events/cancel "cancel status $rc: $out; migrate status $xrc: $(tail -1 "$TEST_TMP/ev-x-migrate.log")" \
-    [ "$rc" -eq 0 ] && [ "$xrc" -eq 1 ] && grep -q "migration cancelled" "$TEST_TMP/ev-x-migrate.log"
+ok=0
+[ "$rc" -eq 0 ] && [ "$xrc" -eq 1 ] && grep -q "migration cancelled" "$TEST_TMP/ev-x-migrate.log" && ok=1
+t_check events/cancel "cancel status $rc: $out; migrate status $xrc: $(tail -1 "$TEST_TMP/ev-x-migrate.log")" [ "$ok" -eq 1 ]
 rc=0
 out=$(timeout 20 "$NVMEVM" migrate --cancel --socket "$TEST_TMP/ev-src.sock" 2>&1) || rc=$?
-t_check events/cancel-nothing-running "status $rc: $out" \
-    [ "$rc" -eq 1 ] && [ "$out" = "nvmevm: migrate --cancel: no migration is running" ]
-rc=0
-timeout 30 tail --pid="$x" -f /dev/null
-wait "$x" || rc=$?
-t_check events/loaded-then-cut-destination-ends "status $rc: $(tail -1 "$xlog")" \
-    [ "$rc" -eq 1 ] && grep -q "^nvmevm: incoming migration refused: " "$xlog"
+ok=0
+[ "$rc" -eq 1 ] && [ "$out" = "nvmevm: migrate --cancel: no migration is running" ] && ok=1
+t_check events/cancel-nothing-running "status $rc: $out" [ "$ok" -eq 1 ]
+reap "$x" 30
+rc=$REAP_RC
+ok=0
+[ "$rc" -eq 1 ] && grep -q "^nvmevm: incoming migration refused: " "$xlog" && ok=1
+t_check events/loaded-then-cut-destination-ends "status $rc: $(tail -1 "$xlog")" [ "$ok" -eq 1 ]
 (exec 3<>"/dev/tcp/127.0.0.1/$port" && head -c 4096 /dev/urandom >&3 && sleep 0.3) 2>/dev/null
 wait_for "$dlog" "refused a connection from .*not an nvmevm migration stream; still waiting" 20
 st=$(timeout 20 "$NVMEVM" ctl --socket "$TEST_TMP/ev-dst.sock" status 2>&1)
@@ -93,28 +95,26 @@ t_check events/destination-refuses-pause "status $rc: $out" \
 rc=0
 out=$(timeout 120 "$NVMEVM" migrate --socket "$TEST_TMP/ev-src.sock" "tcp:127.0.0.1:$port" 2>&1) || rc=$?
 t_check events/migration-after-garbage "migrate status $rc: $out" [ "$rc" -eq 0 ]
-src_rc=0
-timeout 30 tail --pid="$src" -f /dev/null
-wait "$src" || src_rc=$?
-wrc=0
-timeout 30 tail --pid="$wsrc" -f /dev/null
-wait "$wsrc" || wrc=$?
+reap "$src" 30
+src_rc=$REAP_RC
+reap "$wsrc" 30
+wrc=$REAP_RC
 got=$(events "$TEST_TMP/ev-wsrc.out" | tr '\n' ' ')
-t_check events/source-states "source status $src_rc, watch status $wrc, events: $got" \
-    [ "$src_rc" -eq 0 ] && [ "$wrc" -eq 0 ] &&
-    [ "$got" = "MIGRATION:source:active MIGRATION:source:cancelled MIGRATION:source:active MIGRATION:source:device MIGRATION:source:completed SHUTDOWN:0 " ]
+ok=0
+[ "$src_rc" -eq 0 ] && [ "$wrc" -eq 0 ] &&
+[ "$got" = "MIGRATION:source:active MIGRATION:source:cancelled MIGRATION:source:active MIGRATION:source:device MIGRATION:source:completed SHUTDOWN:0 " ] && ok=1
+t_check events/source-states "source status $src_rc, watch status $wrc, events: $got" [ "$ok" -eq 1 ]
 # The guest finishes its checksum at the destination and exits with PASS (status 1).
-dst_rc=0
-timeout 120 tail --pid="$dst" -f /dev/null
-wait "$dst" || dst_rc=$?
-wrc=0
-timeout 30 tail --pid="$wdst" -f /dev/null
-wait "$wdst" || wrc=$?
+reap "$dst" 120
+dst_rc=$REAP_RC
+reap "$wdst" 30
+wrc=$REAP_RC
 got=$(events "$TEST_TMP/ev-wdst.out" | tr '\n' ' ')
 want="MIGRATION:destination:receiving MIGRATION:destination:refused MIGRATION:destination:receiving MIGRATION:destination:completed SHUTDOWN:1 "
+ok=0
+[ "$dst_rc" -eq 1 ] && [ "$wrc" -eq 0 ] && [ "$got" = "$want" ] && ok=1
 t_check events/destination-states-and-guest-exit \
-    "destination status $dst_rc, watch status $wrc, events: $got" \
-    [ "$dst_rc" -eq 1 ] && [ "$wrc" -eq 0 ] && [ "$got" = "$want" ]
+    "destination status $dst_rc, watch status $wrc, events: $got" [ "$ok" -eq 1 ]
 t_check events/refusal-reason "$(grep refused "$TEST_TMP/ev-wdst.out")" \
     grep -q '"state":"refused",.*"error":"not an nvmevm migration stream"' "$TEST_TMP/ev-wdst.out"
 wait "$wdsth" 2>/dev/null
@@ -125,9 +125,10 @@ t_check events/human "$(head -c 400 "$TEST_TMP/ev-wdst-human.out")" \
 port=$((port + 1))
 run_capture "$TEST_TMP/ev-timeout.log" 60 "$NVMEVM" run --mem 64M --no-stdin \
     --control "$TEST_TMP/ev-t.sock" --incoming "tcp:127.0.0.1:$port" --incoming-timeout 1 "$disk"
-t_check events/incoming-timeout "status $RC: $(cat "$TEST_TMP/ev-timeout.log")" \
-    [ "$RC" -eq 1 ] && grep -q "^nvmevm: incoming migration refused: no migration arrived within 1 s" \
-    "$TEST_TMP/ev-timeout.log"
+ok=0
+[ "$RC" -eq 1 ] && ok=1
+grep -q "^nvmevm: incoming migration refused: no migration arrived within 1 s" "$TEST_TMP/ev-timeout.log" || ok=0
+t_check events/incoming-timeout "status $RC: $(cat "$TEST_TMP/ev-timeout.log")" [ "$ok" -eq 1 ]
 port=$((port + 1))
 "$NVMEVM" run --mem 64M --no-stdin --control "$TEST_TMP/ev-q.sock" \
     --incoming "tcp:127.0.0.1:$port" "$disk" >"$TEST_TMP/ev-quit.log" 2>&1 </dev/null &
@@ -135,9 +136,8 @@ q=$!
 pids+=("$q")
 wait_for "$TEST_TMP/ev-quit.log" "waiting for an incoming" 30
 timeout 20 "$NVMEVM" ctl --socket "$TEST_TMP/ev-q.sock" quit >/dev/null 2>&1
-rc=0
-timeout 30 tail --pid="$q" -f /dev/null
-wait "$q" || rc=$?
+reap "$q" 30
+rc=$REAP_RC
 t_check events/quit-while-incoming "status $rc: $(tail -1 "$TEST_TMP/ev-quit.log")" [ "$rc" -eq 0 ]
 
 # watched NAME LOG KERNEL-ARGS -- RUN-ARGS...: runs the tiny guest with a watcher that
@@ -154,9 +154,8 @@ watched() {
     for _ in $(seq 300); do [ -S "$sock" ] && break; sleep 0.01; done
     timeout 120 "$NVMEVM" ctl --socket "$sock" --watch >"$TEST_TMP/ev-$name.watch" 2>&1
     WATCH_RC=$?
-    timeout 30 tail --pid="$vm" -f /dev/null
-    VM_RC=0
-    wait "$vm" || VM_RC=$?
+    reap "$vm" 30
+    VM_RC=$REAP_RC
 }
 
 # 3. Disk errors: a disk file on a 1 MiB tmpfs fills up under the guest's writes; each
