@@ -578,6 +578,7 @@ static int cmd_run(int argc, char **argv)
         mig_tls_free(tls);
         if (r == 0) { /* quit or a signal while waiting: no guest ran here */
             control_close(&ctl);
+            vm_destroy(&vm);
             return stopped;
         }
         if (r < 0) {

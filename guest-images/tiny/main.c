@@ -88,13 +88,14 @@ static int run(const char *name, const struct opts *o)
         {"hello", test_hello}, {"ring3", test_ring3},       {"timer", test_timer},
         {"smp", test_smp},     {"checksum", test_checksum}, {"fault", test_fault},
         {"exits", test_exits}, {"nvme", test_nvme},         {"nvme-bad", test_nvme_bad},
-        {"dirty", test_dirty},
+        {"dirty", test_dirty}, {"reset", test_reset},
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
         if (word_eq(name, strlen(name), tests[i].name))
             return tests[i].fn(o);
     fail(EXIT_BADARGS,
-         "unknown test '%s' (hello ring3 timer smp checksum exits fault nvme nvme-bad dirty all)",
+         "unknown test '%s' (hello ring3 timer smp checksum exits fault reset nvme nvme-bad dirty "
+         "all)",
          name);
 }
 

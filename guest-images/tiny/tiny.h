@@ -157,6 +157,7 @@ int test_timer(const struct opts *o);
 int test_checksum(const struct opts *o);
 int test_smp(const struct opts *o);
 int test_fault(const struct opts *o);
+int test_reset(const struct opts *o);
 int test_exits(const struct opts *o);
 int test_dirty(const struct opts *o); /* dirty.c */
 void ap_user_main(unsigned cpu) NORETURN;

@@ -2,7 +2,7 @@
 # Level 2, the control socket's events and a destination that waits: `nvmevm ctl --watch`
 # on both sides of a live migration sees the state changes (the destination's refusal of
 # a garbage connection first, which leaves it waiting and answering status), the guest's
-# exit at the destination with its status, and disk errors (NVMe controller fatal status:
+# exit at the destination with its status, a guest reset, and disk errors (NVMe controller fatal status:
 # tests/unit/test_nvme_regs.c, the tiny driver has no way into CSTS.CFS);
 # `run --incoming` ends after --incoming-timeout and on quit.
 set -uo pipefail
@@ -173,3 +173,11 @@ else
         grep -q '"event":"DISK_ERROR","data":{"nsid":1,"op":"write","lba":[0-9]*,"status":[0-9]*,"errno":28}' \
         "$TEST_TMP/ev-diskerr.watch"
 fi
+
+# 4. A guest reset: RESET from the i8042, then SHUTDOWN with status 0.
+watched reset "$TEST_TMP/ev-reset.log" "test=reset iters=1000000000" -- "$disk"
+got=$(events "$TEST_TMP/ev-reset.watch" | tr '\n' ' ')
+ok=0
+[ "$VM_RC" -eq 0 ] && [ "$WATCH_RC" -eq 0 ] && [ "$got" = "RESET SHUTDOWN:0 " ] && ok=1
+grep -q '"event":"RESET","data":{"source":"i8042"}' "$TEST_TMP/ev-reset.watch" || ok=0
+t_check events/guest-reset "guest $VM_RC, watch $WATCH_RC, events: $got" [ "$ok" -eq 1 ]
