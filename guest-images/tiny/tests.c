@@ -78,12 +78,15 @@ int test_fault(const struct opts *o)
     return 0;
 }
 
-/* test=reset [iters=N]: after N loop iterations, the keyboard controller's reset pulse, as
- * Linux's reboot=k does (the VMM ends with status 0 and a RESET event). */
+/* test=reset [iters=MS]: after MS milliseconds (by the TSC, so the same wait under TCG),
+ * the keyboard controller's reset pulse, as Linux's reboot=k does (the VMM ends with status
+ * 0 and a RESET event). */
 int test_reset(const struct opts *o)
 {
-    uint64_t r = ring3_loop(o->iters, 1);
-    kprintf("tiny: resetting through the i8042 (loop 0x%lx)\n", r);
+    uint64_t until = rdtsc() + o->iters * tsc_mhz() * 1000;
+    while (rdtsc() < until)
+        __asm__ volatile("pause");
+    kprintf("tiny: resetting through the i8042\n");
     outb(I8042_CMD, 0xfe);
     for (;;)
         __asm__ volatile("cli; hlt");

@@ -36,8 +36,11 @@ for l in open(sys.argv[1]):
 
 # 1. A live migration watched from both sides; the destination first refuses garbage.
 slog="$TEST_TMP/ev-src.log" dlog="$TEST_TMP/ev-dst.log"
+# The guest dirties memory for a fixed time, then exits with PASS (status 1) wherever it is.
+secs=15 settle=1 reset_ms=2000
+[ -n "${NVMEVM_SANDBOX:-}" ] && secs=90 settle=5 reset_ms=10000
 "$NVMEVM" run --kernel "$TINY" --mem 64M --no-stdin --control "$TEST_TMP/ev-src.sock" \
-    --append "test=checksum iters=2000000000 progress=200000000" "$disk" >"$slog" 2>&1 </dev/null &
+    --append "test=dirty mb=2 rate_mb_s=1 secs=$secs progress_s=1" "$disk" >"$slog" 2>&1 </dev/null &
 src=$!
 pids+=("$src")
 # No --kernel: a destination needs neither a kernel nor the default guest image.
@@ -45,7 +48,7 @@ NVMEVM_GUEST_DIR=/nonexistent "$NVMEVM" run --mem 64M --no-stdin --control "$TES
     --incoming "tcp:127.0.0.1:$port" "$disk" >"$dlog" 2>&1 </dev/null &
 dst=$!
 pids+=("$dst")
-wait_for "$slog" "checksum progress" 30 && wait_for "$dlog" "waiting for an incoming" 30 ||
+wait_for "$slog" "tiny: dirty start" 60 && wait_for "$dlog" "waiting for an incoming" 60 ||
     { t_fail events/start "the VMs did not start"; show_tail "$slog"; show_tail "$dlog"; exit 0; }
 "$NVMEVM" ctl --socket "$TEST_TMP/ev-src.sock" --watch >"$TEST_TMP/ev-wsrc.out" 2>&1 &
 wsrc=$!
@@ -53,7 +56,7 @@ wsrc=$!
 wdst=$!
 "$NVMEVM" ctl --socket "$TEST_TMP/ev-dst.sock" --watch --human >"$TEST_TMP/ev-wdst-human.out" 2>&1 &
 wdsth=$!
-sleep 1 # the watchers subscribe
+sleep "$settle" # the watchers subscribe
 # A migration cancelled half-way (throttled to 1 MB/s) into a disposable destination, which
 # had begun loading and so ends; `migrate --cancel` reports success only when it was one.
 xlog="$TEST_TMP/ev-x.log" xport=$((port + 100))
@@ -65,7 +68,11 @@ wait_for "$xlog" "waiting for an incoming" 30
 timeout 60 "$NVMEVM" migrate --socket "$TEST_TMP/ev-src.sock" --max-bandwidth 1M \
     "tcp:127.0.0.1:$xport" >"$TEST_TMP/ev-x-migrate.log" 2>&1 &
 xm=$!
-sleep 0.5
+for _ in $(seq 300); do
+    "$NVMEVM" ctl --socket "$TEST_TMP/ev-src.sock" migrate-status 2>/dev/null |
+        grep -q '"migration":"active"' && break
+    sleep 0.1
+done
 rc=0
 out=$(timeout 20 "$NVMEVM" migrate --cancel --socket "$TEST_TMP/ev-src.sock" 2>&1) || rc=$?
 xrc=0
@@ -105,7 +112,7 @@ ok=0
 [ "$got" = "MIGRATION:source:active MIGRATION:source:cancelled MIGRATION:source:active MIGRATION:source:device MIGRATION:source:completed SHUTDOWN:0 " ] && ok=1
 t_check events/source-states "source status $src_rc, watch status $wrc, events: $got" [ "$ok" -eq 1 ]
 # The guest finishes its checksum at the destination and exits with PASS (status 1).
-reap "$dst" 120
+reap "$dst" $((secs + 60))
 dst_rc=$REAP_RC
 reap "$wdst" 30
 wrc=$REAP_RC
@@ -175,7 +182,7 @@ else
 fi
 
 # 4. A guest reset: RESET from the i8042, then SHUTDOWN with status 0.
-watched reset "$TEST_TMP/ev-reset.log" "test=reset iters=1000000000" -- "$disk"
+watched reset "$TEST_TMP/ev-reset.log" "test=reset iters=$reset_ms" -- "$disk"
 got=$(events "$TEST_TMP/ev-reset.watch" | tr '\n' ' ')
 ok=0
 [ "$VM_RC" -eq 0 ] && [ "$WATCH_RC" -eq 0 ] && [ "$got" = "RESET SHUTDOWN:0 " ] && ok=1
