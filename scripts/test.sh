@@ -58,6 +58,7 @@ done
 
 echo "== cli: bad input and the control socket's paths"
 "$REPO/tests/cli/test-bad-input.sh"
+"$REPO/tests/cli/test-cli-conventions.sh"
 "$REPO/tests/cli/test-control-socket.sh"
 
 echo "== levels 2 and 3: the tiny guest and the Debian Linux guest"

@@ -20,6 +20,8 @@ usage: $0 [options] -- COMMAND [ARG...]
   --mem SIZE        sandbox memory (default 3G)
   --cpus N          sandbox vCPUs, 1 or 2 (default 1: boots 1-vCPU inner guests ~40% faster)
   --disk FILE       attach FILE as a virtio-blk disk (/dev/vda, vdb, ...); may repeat
+  --copy FILE       copy FILE in, as /run/sandbox/files/N/NAME for the Nth --copy (from 0);
+                    may repeat (the sandbox cannot see the host's /tmp)
   --timeout SEC     kill the sandbox after SEC seconds and exit 124 (default 1800)
   --stall SEC       kill the sandbox and exit 123 when its kernel shows no sign of life for
                     SEC seconds (heartbeat, soft lockups; default 120, 0 = never)
@@ -44,6 +46,7 @@ build_root=${NVMEVM_BUILD:-$repo/build}
 build_dir=$build_root/sandbox
 guest_dir=$build_root/guest
 disks=()
+copies=()
 envs=()
 while [ $# -gt 0 ]; do
     opt=$1
@@ -60,6 +63,7 @@ while [ $# -gt 0 ]; do
     --mem) mem=$val ;;
     --cpus) cpus=$val ;;
     --disk) disks+=("$val") ;;
+    --copy) copies+=("$val") ;;
     --timeout) timeout=$val ;;
     --stall) stall=$val ;;
     --env) envs+=("$val") ;;
@@ -77,6 +81,9 @@ for e in ${envs[@]+"${envs[@]}"}; do
 done
 for d in ${disks[@]+"${disks[@]}"}; do
     [ -f "$d" ] || [ -b "$d" ] || die "--disk $d: no such file"
+done
+for f in ${copies[@]+"${copies[@]}"}; do
+    [ -f "$f" ] && [ -r "$f" ] || die "--copy $f: no such readable file"
 done
 qemu_bin=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
 
@@ -144,6 +151,12 @@ trap cleanup EXIT
 trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 
+i=0
+for f in ${copies[@]+"${copies[@]}"}; do
+    mkdir -p "$ctl/files/$i"
+    cp "$f" "$ctl/files/$i/" || die "--copy $f: cannot copy it"
+    i=$((i + 1))
+done
 sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # quote for sh
 echo "REPO=$(sq "$repo")" >"$ctl/env"
 {
