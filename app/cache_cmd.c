@@ -226,8 +226,9 @@ int cache_main(int argc, char **argv)
         (strcmp(argv[2], "--dry-run") == 0 || strcmp(argv[2], "-n") == 0))
         dry_run = true;
     else if (!((strcmp(sub, "list") == 0 || strcmp(sub, "clean") == 0) && argc <= 2)) {
-        fprintf(stderr, "nvmevm: cache %s: expected 'nvmevm cache [list]' or 'nvmevm cache "
-                        "clean [--dry-run]'\n",
+        fprintf(stderr,
+                "nvmevm: cache %s: expected 'nvmevm cache [list]' or 'nvmevm cache "
+                "clean [--dry-run]'\n",
                 sub);
         return 2;
     }

@@ -22,8 +22,7 @@ struct places {
 
 /* Adds a formatted path unless it is too long or already listed (the configured data dir
  * and the one beside the binary are the same place in an ordinary install). */
-static void __attribute__((format(printf, 2, 3))) add_place(struct places *p, const char *fmt,
-                                                            ...)
+static void __attribute__((format(printf, 2, 3))) add_place(struct places *p, const char *fmt, ...)
 {
     if (p->n == MAX_PLACES)
         return;

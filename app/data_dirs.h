@@ -23,8 +23,9 @@ int data_roots_get(struct data_roots *r, char *err, size_t errlen);
 
 /* The default guest: the first directory holding a readable vmlinuz among
  * $NVMEVM_GUEST_DIR (when set, the only place), <exe_dir>/guest, <data_dir>/guest,
- * <exe_dir>/../share/nvmevm/guest (not for a build-tree binary), <cache_dir>/guest. Returns 0 with the directory in dir,
- * or -1 with one line naming every place looked and the command that builds a guest. */
+ * <exe_dir>/../share/nvmevm/guest (not for a build-tree binary), <cache_dir>/guest.
+ * Returns 0 with the directory in dir, or -1 with one line naming every place looked and
+ * the command that builds a guest. */
 int guest_dir_find(const struct data_roots *r, char *dir, size_t len, char *err, size_t errlen);
 
 /* The sandbox scripts (tests/sandbox's run.sh and init): the first directory holding an
