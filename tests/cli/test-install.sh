@@ -141,7 +141,13 @@ t_check install/build-guest-default-dir "got: $out" [ "$out" = "build.sh $NVMEVM
 out=$(env -u NVMEVM_CACHE_DIR XDG_CACHE_HOME="$TEST_TMP/xdg" "$TEST_TMP/stub/bin/nvmevm-build-guest")
 t_check install/build-guest-xdg-dir "got: $out" [ "$out" = "build.sh $TEST_TMP/xdg/nvmevm/guest" ]
 
-# The installed sandbox keeps its images in the user cache, not beside itself.
+# The installed sandbox finds the installed guest builder (whose first check, with no
+# apt-get on PATH, answers before anything boots) ...
+ln -sf "$(command -v qemu-system-x86_64 || echo /usr/bin/qemu-system-x86_64)" "$TEST_TMP/path/"
+out=$(PATH=$TEST_TMP/path "$P/share/nvmevm/sandbox/run.sh" --guest-dir "$TEST_TMP/sbx-guest" \
+    -- true 2>&1)
+t_check install/sandbox-finds-builder "got: $out" grep -q "guest-image: error: 'apt-get' not found" <<<"$out"
+# ... and keeps its images in the user cache, not beside itself.
 out=$(env -u NVMEVM_BUILD "$P/share/nvmevm/sandbox/run.sh" --help 2>&1)
 t_check install/sandbox-uses-cache "got: $(grep -e --build-dir <<<"$out")" \
     grep -qF -- "--build-dir DIR   sandbox initramfs cache (default $NVMEVM_CACHE_DIR/sandbox)" <<<"$out"

@@ -9,7 +9,13 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
+# The source tree (tests/sandbox/run.sh), or an install (<prefix>/share/nvmevm/sandbox/run.sh
+# with the guest builder beside it in ../guest-images/linux).
+if [ -d "$here/../guest-images/linux" ]; then
+    repo=$(cd "$here/.." && pwd)
+else
+    repo=$(cd "$here/../.." && pwd)
+fi
 
 log() { echo "sandbox: $*"; }
 die() { echo "sandbox: error: $*" >&2; exit 2; }
