@@ -46,7 +46,7 @@ man_page=$P/share/man/man1/nvmevm.1
 if ! command -v man >/dev/null; then
     t_fail install/man-renders "man not found (apt-get install man-db; scripts/install-deps.sh)"
 else
-    warnings=$(MANWIDTH=80 man --warnings -l "$man_page" 2>&1 >"$TEST_TMP/man.txt")
+    warnings=$(LC_ALL=C MANWIDTH=80 man --warnings -l "$man_page" 2>&1 >"$TEST_TMP/man.txt")
     if [ -z "$warnings" ] && grep -q '^EXIT STATUS' "$TEST_TMP/man.txt"; then
         t_pass install/man-renders
     else
