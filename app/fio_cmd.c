@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "app/cli.h"
+#include "app/data_dirs.h"
 #include "app/fio_console.h"
 #include "kvm/probe.h"
 #include "util/log.h"
@@ -255,27 +256,17 @@ static void common_args(struct argv_buf *a, const struct fio_opts *o)
     arg2(a, "--cache", o->cache);
 }
 
-/* The sandbox script: $NVMEVM_SANDBOX_DIR, the source tree a build directory sits in, or the
- * installed copy beside the binary's data directory. */
+/* The sandbox's run.sh, found as app/data_dirs.h says. */
 static const char *sandbox_script(void)
 {
-    static char path[PATH_MAX + 64];
-    const char *env = getenv("NVMEVM_SANDBOX_DIR");
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s", self_exe());
-    *strrchr(dir, '/') = '\0';
-    const char *tries[] = {"%s/run.sh", "%s/../tests/sandbox/run.sh",
-                           "%s/../share/nvmevm/sandbox/run.sh"};
-    for (size_t i = env ? 0 : 1; i < 3; i++) {
-        snprintf(path, sizeof(path), tries[i], i == 0 ? env : dir);
-        if (access(path, X_OK) == 0)
-            return path;
-        if (i == 0)
-            break; /* an explicit directory is the only one looked at */
-    }
-    die("the QEMU TCG sandbox is needed here but its run.sh was not found (looked in %s/..; "
-        "set NVMEVM_SANDBOX_DIR)",
-        env ? env : dir);
+    static char path[PATH_MAX + 16];
+    char dir[PATH_MAX], err[1024];
+    struct data_roots r;
+    if (data_roots_get(&r, err, sizeof(err)) < 0 ||
+        sandbox_dir_find(&r, dir, sizeof(dir), err, sizeof(err)) < 0)
+        die("the QEMU TCG sandbox is needed here: %s", err);
+    snprintf(path, sizeof(path), "%s/run.sh", dir);
+    return path;
 }
 
 /* A temporary disk when the user gave none; removed by run_and_filter's caller. */
@@ -330,8 +321,7 @@ static void sandbox_args(struct argv_buf *a, const struct fio_opts *o)
         if (o->size)
             parse_size_unit(o->size, 20, &disk);
     }
-    snprintf(strs[s], sizeof(strs[s]), "%lluM",
-             (unsigned long long)((mem + disk) >> 20) + 2048);
+    snprintf(strs[s], sizeof(strs[s]), "%lluM", (unsigned long long)((mem + disk) >> 20) + 2048);
     arg(a, sandbox_script());
     arg2(a, "--cpus", "1"); /* two soft-locked up under nested guests (sandbox README) */
     arg2(a, "--mem", strs[s++]);
@@ -397,13 +387,17 @@ int fio_main(int argc, char **argv)
     struct argv_buf a = {.n = 0};
     char *tmp = NULL;
     if (sandbox) {
-        if (!getenv("NVMEVM_BUILD")) {
-            /* The sandbox takes its kernel from the guest image of this nvmevm's build. */
-            char dir[PATH_MAX];
-            snprintf(dir, sizeof(dir), "%s", self_exe());
-            *strrchr(dir, '/') = '\0';
+        /* A build tree's sandbox takes its kernel from this build's guest image (an
+         * installed one uses the user cache; run.sh decides). */
+        char dir[PATH_MAX + 16];
+        snprintf(dir, sizeof(dir), "%s", self_exe());
+        *strrchr(dir, '/') = '\0';
+        size_t n = strlen(dir);
+        snprintf(dir + n, sizeof(dir) - n, "/build.ninja");
+        bool build_tree = access(dir, F_OK) == 0;
+        dir[n] = '\0';
+        if (!getenv("NVMEVM_BUILD") && build_tree)
             setenv("NVMEVM_BUILD", dir, 1);
-        }
         sandbox_args(&a, &o);
     } else {
         if (!o.ndisks) {

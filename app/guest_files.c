@@ -32,9 +32,10 @@ static int read_file(const char *path, size_t budget, char **data, size_t *len, 
     }
     if ((uint64_t)st.st_size > budget) {
         close(fd);
-        return err_set(err, errlen, "%s: too large for the guest's initramfs (%lld MiB; all files "
-                       "together at most %u MiB)", path, (long long)st.st_size >> 20,
-                       GUEST_FILES_TOTAL_MAX >> 20);
+        return err_set(err, errlen,
+                       "%s: too large for the guest's initramfs (%lld MiB; all files "
+                       "together at most %u MiB)",
+                       path, (long long)st.st_size >> 20, GUEST_FILES_TOTAL_MAX >> 20);
     }
     char *buf = malloc((size_t)st.st_size + 1);
     size_t got = 0;
@@ -67,8 +68,8 @@ static bool reserved(const char *name)
            strcmp(name, "namespaces") == 0;
 }
 
-static int add_path(struct cpio *out, const char *path, const char *name, size_t *budget,
-                    char *err, size_t errlen)
+static int add_path(struct cpio *out, const char *path, const char *name, size_t *budget, char *err,
+                    size_t errlen)
 {
     char *data = NULL;
     size_t len = 0;

@@ -10,7 +10,7 @@
 
 #include "util/cpio.h"
 
-#define GUEST_FILES_MAX 32
+#define GUEST_FILES_MAX    32
 #define GUEST_FIO_ARGS_MAX 32
 
 struct guest_files {

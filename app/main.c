@@ -13,9 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/cache_cmd.h"
 #include "app/cli.h"
 #include "app/console.h"
 #include "app/control.h"
+#include "app/data_dirs.h"
 #include "app/fio_cmd.h"
 #include "app/guest_files.h"
 #include "app/migrate_client.h"
@@ -116,6 +118,7 @@ static void usage(FILE *f)
             "  ctl      talk to a running nvmevm: status, pause, resume, quit\n"
             "  migrate  live-migrate a running nvmevm (nvmevm migrate --help)\n"
             "  probe    tell whether this host's /dev/kvm can run a Linux kernel\n"
+            "  cache    show or clean nvmevm's cache (nvmevm cache --help)\n"
             "  version  print the version\n"
             "\n"
             "Exit status: 0 on success, 1 on bad input or an error, 2 on a usage error;\n"
@@ -226,31 +229,17 @@ static uint64_t parse_mem(const char *s)
     return v;
 }
 
-/* The default guest sits next to the binary: <build>/guest/{vmlinuz,initrd.img}. */
+/* The default guest: the first of the places app/data_dirs.h lists that has one. */
 static void default_guest(struct vm_config *cfg)
 {
-    static char kernel[PATH_MAX + 32], initrd[PATH_MAX + 32];
-    char exe[PATH_MAX];
-    const char *dir = getenv("NVMEVM_GUEST_DIR");
-    char guest_dir[PATH_MAX + 8];
-    if (dir) {
-        snprintf(guest_dir, sizeof(guest_dir), "%s", dir);
-    } else {
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-        if (n < 0)
-            die_errno("/proc/self/exe");
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash)
-            *slash = '\0';
-        snprintf(guest_dir, sizeof(guest_dir), "%s/guest", exe);
-    }
-    snprintf(kernel, sizeof(kernel), "%s/vmlinuz", guest_dir);
-    snprintf(initrd, sizeof(initrd), "%s/initrd.img", guest_dir);
-    if (access(kernel, R_OK) < 0)
-        die("no --kernel given and the default guest is not built (%s missing): run "
-            "guest-images/linux/build.sh %s",
-            kernel, guest_dir);
+    static char dir[PATH_MAX], kernel[PATH_MAX + 16], initrd[PATH_MAX + 16];
+    struct data_roots roots;
+    char err[4096];
+    if (data_roots_get(&roots, err, sizeof(err)) < 0 ||
+        guest_dir_find(&roots, dir, sizeof(dir), err, sizeof(err)) < 0)
+        die("no --kernel given and %s", err);
+    snprintf(kernel, sizeof(kernel), "%s/vmlinuz", dir);
+    snprintf(initrd, sizeof(initrd), "%s/initrd.img", dir);
     cfg->kernel = kernel;
     if (!cfg->initrd)
         cfg->initrd = initrd;
@@ -695,6 +684,8 @@ int main(int argc, char **argv)
         return control_client_main(argc - 1, argv + 1);
     if (strcmp(cmd, "migrate") == 0)
         return migrate_client_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "cache") == 0)
+        return cache_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("nvmevm 0.1.0\n");
         return 0;

@@ -9,7 +9,13 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
+# The source tree (tests/sandbox/run.sh), or an install (<prefix>/share/nvmevm/sandbox/run.sh
+# with the guest builder beside it in ../guest-images/linux).
+if [ -d "$here/../guest-images/linux" ]; then
+    repo=$(cd "$here/.." && pwd)
+else
+    repo=$(cd "$here/../.." && pwd)
+fi
 
 log() { echo "sandbox: $*"; }
 die() { echo "sandbox: error: $*" >&2; exit 2; }
@@ -28,8 +34,8 @@ usage: $0 [options] -- COMMAND [ARG...]
   --env NAME=VALUE  set a variable for COMMAND; may repeat
   --timestamps      prefix each output line with the host-side elapsed time
   --verbose         show the sandbox kernel's boot messages (default: errors hidden)
-  --build-dir DIR   sandbox initramfs cache (default \${NVMEVM_BUILD:-$repo/build}/sandbox)
-  --guest-dir DIR   Linux guest image, gives the kernel (default \${NVMEVM_BUILD:-...}/guest)
+  --build-dir DIR   sandbox initramfs cache (default $build_root/sandbox)
+  --guest-dir DIR   Linux guest image, gives the kernel (default $build_root/guest)
 COMMAND runs as root in a chroot of this host's root (read-only; the repository is
 read-write; /tmp, /var/tmp, /run are empty tmpfs) with cwd = the current directory.
 EOF
@@ -42,7 +48,14 @@ timeout=1800
 stall=120
 timestamps=0
 klog="quiet loglevel=4"
-build_root=${NVMEVM_BUILD:-$repo/build}
+# In a source tree the images live in the build directory. Installed by meson install
+# (<prefix>/share/nvmevm/sandbox, no meson.build above it) they go to nvmevm's user cache,
+# the directory `nvmevm cache` lists and cleans.
+if [ -n "${NVMEVM_BUILD:-}" ] || [ -f "$repo/meson.build" ]; then
+    build_root=${NVMEVM_BUILD:-$repo/build}
+else
+    build_root=${NVMEVM_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/nvmevm}
+fi
 build_dir=$build_root/sandbox
 guest_dir=$build_root/guest
 disks=()
