@@ -83,7 +83,7 @@ int control_request(const char *path, const char *req, char *out, size_t outlen)
 extern unsigned control_client_timeout_s;
 /* Ends the process with one line for a failed control_request (errno): "PATH: no answer
  * within N s" or the system's reason. */
-void control_request_die(const char *path) __attribute__((noreturn));
+void control_request_die(const char *path) __attribute__((__noreturn__));
 /* The control socket to use when none was named: the only live one in the default
  * directory. 0, or -1 with a one-line reason (none, or several). */
 int control_find_lone(char *path, size_t len, char *err, size_t errlen);

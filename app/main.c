@@ -13,8 +13,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/cache_cmd.h"
+#include "app/cli.h"
 #include "app/console.h"
 #include "app/control.h"
+#include "app/data_dirs.h"
+#include "app/fio_cmd.h"
+#include "app/guest_files.h"
 #include "app/migrate_client.h"
 #include "app/syscall_filter.h"
 #include "block/block.h"
@@ -31,6 +36,7 @@
 #include "util/thread_role.h"
 
 #define DEFAULT_MEM  (512ULL << 20)
+#define MAX_NAME_LEN 64
 #define MIN_MEM      (4ULL << 20)
 #define MAX_CPUS_OPT 64
 
@@ -51,12 +57,14 @@ static void usage_run(FILE *f)
             "  --append TEXT    kernel command line; nvmevm adds console=ttyS0, reboot=k and\n"
             "                   i8042.noaux/nomux/dumbkbd unless TEXT sets console=, reboot=\n"
             "                   or i8042. options itself (multiboot: passed unchanged)\n"
-            "  --mem SIZE       guest RAM, with K/M/G suffix (default 512M)\n"
+            "  --mem SIZE       guest RAM: MiB, or with a K/M/G suffix; decimals allowed\n"
+            "                   (512, 1.5G; a multiple of 4K; default 512M)\n"
             "  --mem-shared     back guest RAM with a memfd (MAP_SHARED) instead of anonymous\n"
             "                   memory; it then gets huge pages only if the host enables\n"
             "                   shmem THP\n"
             "  --cpus N         number of vCPUs, 1..64 (default 1)\n"
-            "  --name NAME      VM name for the control socket (default vm-PID)\n"
+            "  --name NAME      VM name for the control socket (default vm-PID; at most 64\n"
+            "                   characters, no '/')\n"
             "  --control PATH   control socket path (default $XDG_RUNTIME_DIR/nvmevm/NAME.sock,\n"
             "                   /run/nvmevm/NAME.sock as root)\n"
             "  --no-stdin       do not read the console from stdin\n"
@@ -68,6 +76,11 @@ static void usage_run(FILE *f)
             "                   add a namespace backed by a file or block device (same as a\n"
             "                   plain PATH argument); ro = read-only; lba = block size\n"
             "                   (default 512); deletable=on lets the guest delete it\n"
+            "  --fio JOBFILE    run this fio job in the default guest on its NVMe disks (see\n"
+            "                   nvmevm fio --help, which also keeps the output clean)\n"
+            "  --fio-arg ARG    an fio option for --fio, e.g. --output-format=json (may repeat)\n"
+            "  --guest-file FILE\n"
+            "                   put FILE into the guest as /user/NAME (may repeat)\n"
             "  --cache MODE     none (default: O_DIRECT when a request is aligned) or writeback\n"
             "  --queues N       NVMe I/O queue pairs offered to the guest, 1..64 (default 8)\n"
             "  --poll-us N      the NVMe I/O thread spins N microseconds for new work before\n"
@@ -92,20 +105,28 @@ static void usage_run(FILE *f)
             "sends Ctrl-A.\n"
             "Exit status: the guest's, written to I/O port 0x502 (byte v -> status v) or 0x501\n"
             "(byte v -> status 2v+1, as QEMU's isa-debug-exit); 0 after a guest reset or\n"
-            "reboot; 1 on an nvmevm or KVM error; 128+signal after SIGINT/SIGTERM.\n");
+            "reboot; 1 on bad input or an nvmevm or KVM error; 2 on a usage error (unknown\n"
+            "option, missing value); 128+signal after SIGINT/SIGTERM/SIGHUP; 159 when a\n"
+            "thread made a system call its seccomp filter forbids.\n");
 }
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: nvmevm COMMAND [options]\n"
-               "\n"
-               "commands:\n"
-               "  run      boot a guest (nvmevm run --help)\n"
-               "  ctl      talk to a running nvmevm: status, pause, resume, quit, --watch\n"
-               "  list     the running VMs: name, pid, state, control socket\n"
-               "  migrate  live-migrate a running nvmevm (nvmevm migrate --help)\n"
-               "  probe    tell whether this host's /dev/kvm can run a Linux kernel\n"
-               "  version  print the version\n");
+    fprintf(f,
+            "usage: nvmevm COMMAND [options]\n"
+            "\n"
+            "commands:\n"
+            "  run      boot a guest (nvmevm run --help)\n"
+            "  fio      run your fio job in the default guest on NVMe disks (nvmevm fio --help)\n"
+            "  ctl      talk to a running nvmevm: status, pause, resume, quit, --watch\n"
+            "  list     the running VMs: name, pid, state, control socket\n"
+            "  migrate  live-migrate a running nvmevm (nvmevm migrate --help)\n"
+            "  probe    tell whether this host's /dev/kvm can run a Linux kernel\n"
+            "  cache    show or clean nvmevm's cache (nvmevm cache --help)\n"
+            "  version  print the version\n"
+            "\n"
+            "Exit status: 0 on success, 1 on bad input or an error, 2 on a usage error;\n"
+            "run and fio pass the guest's (or fio's) status through.\n");
 }
 
 #define MAX_DISKS NVME_MAX_NAMESPACES
@@ -132,6 +153,7 @@ struct run_opts {
     const char *control;
     bool read_stdin;
     bool seccomp;
+    struct guest_files gf;
 };
 
 static int parse_cpus(const char *s)
@@ -180,6 +202,8 @@ static void add_disk(struct run_opts *o, char *spec)
             d->lba_shift = 9;
         else if (strcmp(p, "lba=4096") == 0)
             d->lba_shift = 12;
+        else if (strncmp(p, "lba=", 4) == 0)
+            die("--disk %s: lba=%s: the block size must be 512 or 4096", d->path, p + 4);
         else if (strcmp(p, "deletable=on") == 0)
             d->deletable = true;
         else if (strcmp(p, "deletable=off") == 0)
@@ -193,10 +217,13 @@ static void add_disk(struct run_opts *o, char *spec)
 static uint64_t parse_mem(const char *s)
 {
     uint64_t v;
-    if (parse_size(s, &v) < 0)
-        die("--mem %s: expected a size like 512M or 2G", s);
+    if (parse_size_unit(s, 20, &v) < 0)
+        die("--mem %s: expected a size like 512 (MiB), 512M, 1.5G or 2G", s);
     if (v < MIN_MEM)
         die("--mem %s: too small (at least 4M)", s);
+    if (v & 4095)
+        die("--mem %s: not a whole number of 4 KiB pages (try %lluK)", s,
+            (unsigned long long)((v + 4095) >> 12) << 2);
     struct sysinfo si;
     if (sysinfo(&si) == 0) {
         uint64_t host = (uint64_t)si.totalram * si.mem_unit;
@@ -207,34 +234,40 @@ static uint64_t parse_mem(const char *s)
     return v;
 }
 
-/* The default guest sits next to the binary: <build>/guest/{vmlinuz,initrd.img}. */
+/* The default guest: the first of the places app/data_dirs.h lists that has one. */
 static void default_guest(struct vm_config *cfg)
 {
-    static char kernel[PATH_MAX + 32], initrd[PATH_MAX + 32];
-    char exe[PATH_MAX];
-    const char *dir = getenv("NVMEVM_GUEST_DIR");
-    char guest_dir[PATH_MAX + 8];
-    if (dir) {
-        snprintf(guest_dir, sizeof(guest_dir), "%s", dir);
-    } else {
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-        if (n < 0)
-            die_errno("/proc/self/exe");
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash)
-            *slash = '\0';
-        snprintf(guest_dir, sizeof(guest_dir), "%s/guest", exe);
-    }
-    snprintf(kernel, sizeof(kernel), "%s/vmlinuz", guest_dir);
-    snprintf(initrd, sizeof(initrd), "%s/initrd.img", guest_dir);
-    if (access(kernel, R_OK) < 0)
-        die("no --kernel given and the default guest is not built (%s missing): run "
-            "guest-images/linux/build.sh %s",
-            kernel, guest_dir);
+    static char dir[PATH_MAX], kernel[PATH_MAX + 16], initrd[PATH_MAX + 16];
+    struct data_roots roots;
+    char err[4096];
+    if (data_roots_get(&roots, err, sizeof(err)) < 0 ||
+        guest_dir_find(&roots, dir, sizeof(dir), err, sizeof(err)) < 0)
+        die("no --kernel given and %s", err);
+    snprintf(kernel, sizeof(kernel), "%s/vmlinuz", dir);
+    snprintf(initrd, sizeof(initrd), "%s/initrd.img", dir);
     cfg->kernel = kernel;
     if (!cfg->initrd)
         cfg->initrd = initrd;
+}
+
+/* --fio and --guest-file: the default guest runs the job unless --append picks a script. */
+static void guest_files_setup(struct run_opts *o)
+{
+    static char append[4096];
+    o->gf.namespaces = o->ndisks;
+    if (o->gf.nargs && !o->gf.fio_job)
+        die("--fio-arg applies to --fio JOBFILE");
+    if (o->gf.fio_job && o->ndisks == 0)
+        die("--fio %s: give the disks to run it on (nvmevm run --fio JOB disk.img ...)",
+            o->gf.fio_job);
+    if (!o->gf.fio_job)
+        return;
+    const char *user = o->cfg.append ? o->cfg.append : "quiet";
+    if (strstr(user, "nvmevm.run="))
+        return;
+    if ((size_t)snprintf(append, sizeof(append), "%s nvmevm.run=fio-job", user) >= sizeof(append))
+        die("--append: command line too long");
+    o->cfg.append = append;
 }
 
 static void parse_run(int argc, char **argv, struct run_opts *o)
@@ -259,7 +292,10 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         {"tls-key", required_argument, NULL, 3},
         {"tls-ca", required_argument, NULL, 4},
         {"migrate-timeout", required_argument, NULL, 5},
-        {"incoming-timeout", required_argument, NULL, 6},
+        {"fio", required_argument, NULL, 6},
+        {"guest-file", required_argument, NULL, 7},
+        {"fio-arg", required_argument, NULL, 8},
+        {"incoming-timeout", required_argument, NULL, 9},
         {"seccomp", required_argument, NULL, 'X'},
         {"no-seccomp", no_argument, NULL, 'x'},
         {"help", no_argument, NULL, 'h'},
@@ -275,7 +311,8 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
     o->seccomp = syscall_filter_default_on();
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
         case 'k':
             o->cfg.kernel = optarg;
@@ -293,6 +330,8 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
             o->cfg.ncpus = parse_cpus(optarg);
             break;
         case 'n':
+            if (!*optarg || strchr(optarg, '/') || strlen(optarg) > MAX_NAME_LEN)
+                die("--name %s: expected 1 to %d characters without '/'", optarg, MAX_NAME_LEN);
             o->name = optarg;
             break;
         case 'C':
@@ -332,6 +371,19 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
             o->mig_timeout = parse_uint("--migrate-timeout", optarg, 1, 86400);
             break;
         case 6:
+            o->gf.fio_job = optarg;
+            break;
+        case 7:
+            if (o->gf.nfiles == GUEST_FILES_MAX)
+                die("--guest-file %s: at most %d files", optarg, GUEST_FILES_MAX);
+            o->gf.files[o->gf.nfiles++] = optarg;
+            break;
+        case 8:
+            if (o->gf.nargs == GUEST_FIO_ARGS_MAX)
+                die("--fio-arg %s: at most %d options", optarg, GUEST_FIO_ARGS_MAX);
+            o->gf.fio_args[o->gf.nargs++] = optarg;
+            break;
+        case 9:
             o->incoming_timeout = parse_uint("--incoming-timeout", optarg, 1, 86400 * 365);
             break;
         case 'W':
@@ -354,8 +406,7 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
             usage_run(stdout);
             exit(0);
         default:
-            usage_run(stderr);
-            exit(2);
+            cli_bad_option("run", c, argv);
         }
     }
     while (optind < argc)
@@ -365,6 +416,7 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
             "takes the first two on nvmevm migrate)");
     if (!o->cfg.kernel && !o->incoming) /* a destination gets its guest from the source */
         default_guest(&o->cfg);
+    guest_files_setup(o);
 }
 
 /* A Linux kernel on a host that emulates ring 0 would crawl and then fail: say so first. */
@@ -483,6 +535,22 @@ static int event_loop(struct vm *vm, struct control *ctl, bool read_stdin)
     return vm_join(vm);
 }
 
+/* The same file twice would be two namespaces writing one file behind each other's back (and
+ * the second lock would fail with a misleading message): name the repeat instead. */
+static void refuse_repeated_disks(const struct run_opts *o)
+{
+    struct stat st[MAX_DISKS];
+    for (int i = 0; i < o->ndisks; i++) {
+        if (stat(o->disks[i].path, &st[i]) < 0)
+            die_errno("%s", o->disks[i].path);
+        for (int j = 0; j < i; j++)
+            if (st[i].st_dev == st[j].st_dev && st[i].st_ino == st[j].st_ino &&
+                st[i].st_rdev == st[j].st_rdev)
+                die("%s: given twice (as disk %d and disk %d); each disk needs its own file",
+                    o->disks[i].path, j + 1, i + 1);
+    }
+}
+
 /* Opens every disk before the guest starts, so a bad one is a one-line error up front. */
 static void open_disks(const struct run_opts *o, struct nvme_pci_config *nc)
 {
@@ -499,12 +567,19 @@ static void open_disks(const struct run_opts *o, struct nvme_pci_config *nc)
         struct blk_open_opts bo = {
             .read_only = o->disks[i].ro, .cache = o->cache, .lock = !o->incoming};
         char err[256];
-        struct blk_dev *b = blk_open(o->disks[i].path, &bo, err, sizeof(err));
+        const char *path = o->disks[i].path;
+        struct blk_dev *b = blk_open(path, &bo, err, sizeof(err));
+        if (!b && !o->disks[i].ro && access(path, R_OK) == 0 && access(path, W_OK) < 0)
+            die("%s (to give the guest a read-only disk, add ,ro: --disk %s,ro)", err, path);
         if (!b)
             die("%s", err);
         uint64_t lba = 1ULL << o->disks[i].lba_shift;
         if (b->size < lba)
-            die("%s: too small for one %llu-byte block", o->disks[i].path, (unsigned long long)lba);
+            die("%s: too small for one %llu-byte block", path, (unsigned long long)lba);
+        if (b->size % lba)
+            warn_msg("warning: %s: the last %llu bytes are not a whole %llu-byte block; "
+                     "the guest does not see them",
+                     path, (unsigned long long)(b->size % lba), (unsigned long long)lba);
         nc->ctrl.ns[i] = (struct nvme_ns_config){
             .blk = b, .lba_shift = o->disks[i].lba_shift, .deletable = o->disks[i].deletable};
     }
@@ -517,7 +592,16 @@ static int cmd_run(int argc, char **argv)
     /* Every input the user gave is checked before /dev/kvm is opened, so a mistake is
      * reported as itself on any host, with or without KVM. */
     struct nvme_pci_config nc;
+    refuse_repeated_disks(&o);
     open_disks(&o, &nc);
+    struct cpio extra = {0};
+    if (guest_files_wanted(&o.gf)) {
+        char gerr[400];
+        if (guest_files_pack(&o.gf, &extra, gerr, sizeof(gerr)) < 0)
+            die("%s", gerr);
+        o.cfg.initrd_extra = extra.buf;
+        o.cfg.initrd_extra_len = extra.len;
+    }
     struct boot_image img = {0};
     if (!o.incoming)
         boot_image_open(&img, &o.cfg);
@@ -595,6 +679,7 @@ static int cmd_run(int argc, char **argv)
     console_restore();
     control_close(&ctl);
     vm_destroy(&vm);
+    cpio_free(&extra);
     return status;
 }
 
@@ -610,12 +695,16 @@ int main(int argc, char **argv)
         return cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "probe") == 0)
         return probe_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "fio") == 0)
+        return fio_main(argc - 1, argv + 1);
     if (strcmp(cmd, "ctl") == 0)
         return control_client_main(argc - 1, argv + 1);
     if (strcmp(cmd, "migrate") == 0)
         return migrate_client_main(argc - 1, argv + 1);
     if (strcmp(cmd, "list") == 0)
         return control_list_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "cache") == 0)
+        return cache_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("nvmevm 0.1.0\n");
         return 0;
@@ -624,7 +713,6 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "nvmevm: unknown command '%s'\n", cmd);
-    usage(stderr);
+    fprintf(stderr, "nvmevm: unknown command '%s' (see nvmevm --help)\n", cmd);
     return 2;
 }

@@ -48,8 +48,10 @@ static uint64_t low_ram(const struct vm_config *cfg)
 
 static void check_multiboot(const struct boot_image *img, const struct vm_config *cfg)
 {
-    if (cfg->initrd)
-        die("%s: --initrd is only for Linux kernels, not multiboot images", img->kernel.path);
+    if (cfg->initrd || cfg->initrd_extra_len)
+        die("%s: an initrd (--initrd, --fio, --guest-file) is only for Linux kernels, not "
+            "multiboot images",
+            img->kernel.path);
     for (int i = 0; i < img->mb.nseg; i++) {
         const struct mb_segment *s = &img->mb.seg[i];
         /* Below 32 KiB live nvmevm's boot structures; the MP table sits at 0xf0000. */
@@ -63,6 +65,19 @@ static void check_multiboot(const struct boot_image *img, const struct vm_config
     const char *cmd = cfg->append ? cfg->append : "";
     if (strlen(cmd) >= LAYOUT_ZERO_PAGE - LAYOUT_MB_CMDLINE)
         die("--append: command line too long");
+}
+
+/* The extra archive first, then (4-byte aligned, where the kernel looks for the next archive)
+ * the initrd file: the default guest's initrd is LZ4 legacy, a format without an end mark, so
+ * nothing may follow it. Later archives win on a name clash; the extra one adds its own. */
+static uint64_t initrd_file_offset(const struct vm_config *cfg)
+{
+    return ((uint64_t)cfg->initrd_extra_len + 3) & ~3ULL;
+}
+
+static uint64_t initrd_total(const struct boot_image *img, const struct vm_config *cfg)
+{
+    return img->initrd.size ? initrd_file_offset(cfg) + img->initrd.size : cfg->initrd_extra_len;
 }
 
 static void check_linux(struct boot_image *img, const struct vm_config *cfg)
@@ -90,12 +105,12 @@ static void check_linux(struct boot_image *img, const struct vm_config *cfg)
         die("--append: command line too long (max %u bytes)",
             img->bz.cmdline_size ? img->bz.cmdline_size : LAYOUT_CMDLINE_MAX - 1);
 
-    if (cfg->initrd) {
+    if (cfg->initrd)
         map_file(&img->initrd, cfg->initrd);
-        if (!initrd_place(img->initrd.size, img->bz.initrd_addr_max, low, img->kernel_end))
-            die("%s: initrd (%zu MiB) does not fit in guest RAM with the kernel; raise --mem",
-                img->initrd.path, img->initrd.size >> 20);
-    }
+    uint64_t size = initrd_total(img, cfg);
+    if (size && !initrd_place(size, img->bz.initrd_addr_max, low, img->kernel_end))
+        die("%s: initrd (%llu MiB) does not fit in guest RAM with the kernel; raise --mem",
+            cfg->initrd ? img->initrd.path : "the extra initramfs", (unsigned long long)size >> 20);
 }
 
 void boot_image_open(struct boot_image *img, const struct vm_config *cfg)
@@ -202,12 +217,15 @@ static void load_linux(struct vm *vm, const struct boot_image *img)
         die("--append: command line too long");
     copy_to_guest(vm, LAYOUT_CMDLINE, cmdline, strlen(cmdline) + 1, "command line");
 
-    uint64_t initrd_gpa = 0, initrd_size = 0;
-    if (img->initrd.data) {
-        initrd_size = img->initrd.size;
+    uint64_t initrd_gpa = 0, initrd_size = initrd_total(img, &vm->cfg);
+    if (initrd_size) {
         initrd_gpa =
             initrd_place(initrd_size, img->bz.initrd_addr_max, vm->mem.low_size, img->kernel_end);
-        copy_to_guest(vm, initrd_gpa, img->initrd.data, initrd_size, "initrd");
+        if (vm->cfg.initrd_extra_len)
+            copy_to_guest(vm, initrd_gpa, vm->cfg.initrd_extra, vm->cfg.initrd_extra_len, "initrd");
+        if (img->initrd.data)
+            copy_to_guest(vm, initrd_gpa + initrd_file_offset(&vm->cfg), img->initrd.data,
+                          img->initrd.size, "initrd");
     }
 
     struct boot_params *bp = gpa_ptr(&vm->mem, LAYOUT_ZERO_PAGE, sizeof(*bp));

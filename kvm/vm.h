@@ -41,6 +41,10 @@ struct vm_config {
     int ncpus;
     const char *kernel; /* bzImage or multiboot image */
     const char *initrd;
+    /* A second initramfs archive in memory, loaded with initrd (its files are added to the
+     * guest's root file system): the user's fio job and --guest-file files. */
+    const void *initrd_extra;
+    size_t initrd_extra_len;
     const char *append;
     int console_out_fd; /* where the UART writes (stdout) */
     bool mem_shared;    /* guest RAM in a memfd (MAP_SHARED) instead of anonymous memory */

@@ -8,7 +8,7 @@ PACKAGES=(
     linux-libc-dev liburing-dev libnvme-dev libjson-c-dev liblzma-dev libcriterion-dev
     libgnutls28-dev gnutls-bin libseccomp-dev clang
     qemu-system-x86 busybox-static cpio lz4 kmod
-    fio nvme-cli util-linux procps
+    fio nvme-cli util-linux procps man-db
     python3 python3-matplotlib
 )
 

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs every level of nvmevm's test suite and ends with "N passed, N failed, N skipped".
 #   level 1  unit tests of the models (Criterion), on any machine
-#   cli      bad input on the command line, on the host
+#   cli      bad input on the command line, meson install, on the host
 #   level 2  the tiny guest            } directly where this host's /dev/kvm runs guests in
 #   level 3  the Debian Linux guest    } hardware, else inside the QEMU TCG sandbox
 #                                        (tests/guests.sh says which in one line)
@@ -56,9 +56,11 @@ for check in check-layers check-style; do
     fi
 done
 
-echo "== cli: bad input and the control socket's paths"
+echo "== cli: bad input, the control socket's paths, meson install"
 "$REPO/tests/cli/test-bad-input.sh"
+"$REPO/tests/cli/test-cli-conventions.sh"
 "$REPO/tests/cli/test-control-socket.sh"
+"$REPO/tests/cli/test-install.sh"
 
 echo "== levels 2 and 3: the tiny guest and the Debian Linux guest"
 if [ $QUICK -eq 1 ]; then

@@ -95,7 +95,7 @@ expect_error disk-locked "locked by another process" \
     "$NVMEVM" run --kernel "$TINY" "$TEST_TMP/locked.img"
 kill "$holder" 2>/dev/null
 wait "$holder" 2>/dev/null
-expect_error disk-twice "locked by another process" \
+expect_error disk-twice "given twice" \
     "$NVMEVM" run --kernel "$TINY" "$TEST_TMP/locked.img" "$TEST_TMP/locked.img"
 if [ "$(id -u)" -eq 0 ]; then
     truncate -s 16M "$TEST_TMP/private.img" && chmod 600 "$TEST_TMP/private.img"

@@ -9,7 +9,13 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
+# The source tree (tests/sandbox/run.sh), or an install (<prefix>/share/nvmevm/sandbox/run.sh
+# with the guest builder beside it in ../guest-images/linux).
+if [ -d "$here/../guest-images/linux" ]; then
+    repo=$(cd "$here/.." && pwd)
+else
+    repo=$(cd "$here/../.." && pwd)
+fi
 
 log() { echo "sandbox: $*"; }
 die() { echo "sandbox: error: $*" >&2; exit 2; }
@@ -20,14 +26,16 @@ usage: $0 [options] -- COMMAND [ARG...]
   --mem SIZE        sandbox memory (default 3G)
   --cpus N          sandbox vCPUs, 1 or 2 (default 1: boots 1-vCPU inner guests ~40% faster)
   --disk FILE       attach FILE as a virtio-blk disk (/dev/vda, vdb, ...); may repeat
+  --copy FILE       copy FILE in, as /run/sandbox/files/N/NAME for the Nth --copy (from 0);
+                    may repeat (the sandbox cannot see the host's /tmp)
   --timeout SEC     kill the sandbox after SEC seconds and exit 124 (default 1800)
   --stall SEC       kill the sandbox and exit 123 when its kernel shows no sign of life for
                     SEC seconds (heartbeat, soft lockups; default 120, 0 = never)
   --env NAME=VALUE  set a variable for COMMAND; may repeat
   --timestamps      prefix each output line with the host-side elapsed time
   --verbose         show the sandbox kernel's boot messages (default: errors hidden)
-  --build-dir DIR   sandbox initramfs cache (default \${NVMEVM_BUILD:-$repo/build}/sandbox)
-  --guest-dir DIR   Linux guest image, gives the kernel (default \${NVMEVM_BUILD:-...}/guest)
+  --build-dir DIR   sandbox initramfs cache (default $build_root/sandbox)
+  --guest-dir DIR   Linux guest image, gives the kernel (default $build_root/guest)
 COMMAND runs as root in a chroot of this host's root (read-only; the repository is
 read-write; /tmp, /var/tmp, /run are empty tmpfs) with cwd = the current directory.
 EOF
@@ -40,10 +48,18 @@ timeout=1800
 stall=120
 timestamps=0
 klog="quiet loglevel=4"
-build_root=${NVMEVM_BUILD:-$repo/build}
+# In a source tree the images live in the build directory. Installed by meson install
+# (<prefix>/share/nvmevm/sandbox, no meson.build above it) they go to nvmevm's user cache,
+# the directory `nvmevm cache` lists and cleans.
+if [ -n "${NVMEVM_BUILD:-}" ] || [ -f "$repo/meson.build" ]; then
+    build_root=${NVMEVM_BUILD:-$repo/build}
+else
+    build_root=${NVMEVM_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/nvmevm}
+fi
 build_dir=$build_root/sandbox
 guest_dir=$build_root/guest
 disks=()
+copies=()
 envs=()
 while [ $# -gt 0 ]; do
     opt=$1
@@ -60,6 +76,7 @@ while [ $# -gt 0 ]; do
     --mem) mem=$val ;;
     --cpus) cpus=$val ;;
     --disk) disks+=("$val") ;;
+    --copy) copies+=("$val") ;;
     --timeout) timeout=$val ;;
     --stall) stall=$val ;;
     --env) envs+=("$val") ;;
@@ -77,6 +94,9 @@ for e in ${envs[@]+"${envs[@]}"}; do
 done
 for d in ${disks[@]+"${disks[@]}"}; do
     [ -f "$d" ] || [ -b "$d" ] || die "--disk $d: no such file"
+done
+for f in ${copies[@]+"${copies[@]}"}; do
+    [ -f "$f" ] && [ -r "$f" ] || die "--copy $f: no such readable file"
 done
 qemu_bin=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
 
@@ -144,6 +164,12 @@ trap cleanup EXIT
 trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 
+i=0
+for f in ${copies[@]+"${copies[@]}"}; do
+    mkdir -p "$ctl/files/$i"
+    cp "$f" "$ctl/files/$i/" || die "--copy $f: cannot copy it"
+    i=$((i + 1))
+done
 sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # quote for sh
 echo "REPO=$(sq "$repo")" >"$ctl/env"
 {

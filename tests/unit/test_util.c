@@ -1,9 +1,12 @@
 /* The checked guest-memory accessor, dirty tracking, size parsing, console escapes. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "app/console.h"
+#include "util/cpio.h"
 #include "util/guest_mem.h"
 #include "util/size.h"
 
@@ -88,6 +91,27 @@ Test(size, suffixes_and_junk)
     cr_assert_eq(parse_size("99999999999T", &v), -1, "overflow");
 }
 
+Test(size, bare_numbers_in_mib_and_decimals)
+{
+    uint64_t v;
+    cr_assert_eq(parse_size_unit("512", 20, &v), 0);
+    cr_assert_eq(v, 512ULL << 20, "a bare --mem 512 is 512 MiB, as in QEMU");
+    cr_assert_eq(parse_size_unit("1.5G", 20, &v), 0);
+    cr_assert_eq(v, 1536ULL << 20);
+    cr_assert_eq(parse_size_unit("0.5", 20, &v), 0);
+    cr_assert_eq(v, 512ULL << 10);
+    cr_assert_eq(parse_size_unit("4096B", 20, &v), 0);
+    cr_assert_eq(v, 4096, "B means bytes whatever the bare unit");
+    cr_assert_eq(parse_size_unit("2.25KiB", 20, &v), 0);
+    cr_assert_eq(v, 2304);
+    cr_assert_eq(parse_size_unit("0.1K", 20, &v), -1, "102.4 bytes is not a whole number");
+    cr_assert_eq(parse_size_unit("1.", 20, &v), -1);
+    cr_assert_eq(parse_size_unit(".5G", 20, &v), -1);
+    cr_assert_eq(parse_size_unit("1.5.1G", 20, &v), -1);
+    cr_assert_eq(parse_size_unit("17179869184G", 20, &v), -1, "overflow");
+    cr_assert_eq(parse_size_unit("1.0000000000000000001G", 20, &v), -1, "too many digits");
+}
+
 Test(console, ctrl_a_x_quits_and_ctrl_a_ctrl_a_is_literal)
 {
     struct console_filter f = {0};
@@ -109,4 +133,43 @@ Test(console, ctrl_a_x_quits_and_ctrl_a_ctrl_a_is_literal)
     n = console_filter_input(&f, in3, sizeof(in3), out, &quit);
     cr_assert(quit);
     cr_assert_eq(n, 0);
+}
+
+/* The archive the guest gets must be one Linux and cpio(1) read back file by file. */
+Test(cpio, archive_reads_back_with_cpio_tool)
+{
+    struct cpio c = {0};
+    cr_assert_eq(cpio_add_dir(&c, "user", 0755), 0);
+    cr_assert_eq(cpio_add_file(&c, "user/job.fio", 0644, "[j]\nrw=read\n", 12), 0);
+    cr_assert_eq(cpio_add_file(&c, "user/empty", 0600, NULL, 0), 0);
+    cr_assert_eq(cpio_add_file(&c, "/etc/passwd", 0644, "x", 1), -1, "absolute names refused");
+    cr_assert_eq(cpio_add_file(&c, "", 0644, "x", 1), -1);
+    cr_assert_eq(cpio_finish(&c), 0);
+    cr_assert_eq(c.len % 4, 0);
+    cr_assert_eq(memcmp(c.buf, "070701", 6), 0);
+
+    char dir[] = "/tmp/nvmevm-cpio.XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[64], cmd[256];
+    snprintf(path, sizeof(path), "%s/a.cpio", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(c.buf, 1, c.len, f), c.len);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "cd %s && cpio -i -d --quiet <a.cpio && cat user/job.fio", dir);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    char out[64] = {0};
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    cr_assert_eq(pclose(p), 0, "cpio(1) read the archive");
+    cr_assert_eq(n, 12);
+    cr_assert_str_eq(out, "[j]\nrw=read\n");
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/user/empty", dir);
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(st.st_size, 0);
+    cr_assert_eq(st.st_mode & 0777, 0600);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+    cpio_free(&c);
 }
