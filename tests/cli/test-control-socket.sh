@@ -35,7 +35,7 @@ expect_refusal control-path-too-long "too long for a socket path" \
     "$NVMEVM" run --kernel "$TINY" --no-stdin --control "$TEST_TMP/$long.sock"
 expect_refusal xdg-too-long "too long for a socket path" \
     env XDG_RUNTIME_DIR="$TEST_TMP/$long" "$NVMEVM" run --kernel "$TINY" --no-stdin
-expect_refusal name-with-slash "contain no '/'" \
+expect_refusal name-with-slash "without '/'" \
     "$NVMEVM" run --kernel "$TINY" --no-stdin --name ../../etc/x
 
 # The /tmp/nvmevm-UID fallback of a user without XDG_RUNTIME_DIR: someone else may have
