@@ -46,7 +46,8 @@ static void usage_run(FILE *f)
             "usage: nvmevm run [options] [disk.img ...]\n"
             "\n"
             "Boots a guest. With no --kernel it boots nvmevm's default Debian Linux guest\n"
-            "(built by guest-images/linux/build.sh into <build>/guest/). Each disk becomes a\n"
+            "(built by scripts/build.sh into <build>/guest/, or by nvmevm-build-guest when\n"
+            "installed; man nvmevm says where it is looked for). Each disk becomes a\n"
             "namespace of one emulated NVMe controller: disk.img is /dev/nvme0n1 in the guest,\n"
             "the next /dev/nvme0n2, and so on.\n"
             "\n"
@@ -415,8 +416,8 @@ static void warn_if_linux_cannot_run(const struct vm *vm)
 {
     char why[256];
     if (vm->boot == BOOT_LINUX64 && probe_linux_capable(why, sizeof(why)) == 0)
-        warn_msg("warning: %s; run Linux guests inside the sandbox: "
-                 "tests/sandbox/run.sh -- nvmevm run ...",
+        warn_msg("warning: %s; run Linux guests inside the QEMU TCG sandbox (its run.sh -- "
+                 "nvmevm run ..., see man nvmevm) or use nvmevm fio, which does so itself",
                  why);
 }
 
