@@ -31,6 +31,7 @@ struct control_conn {
     bool closing;  /* close once out is sent */
     bool draining; /* reply sent and our side shut: discard input until the client closes */
     uint64_t last_active_ms;
+    void *stats_prev; /* the previous `stats` snapshot (app/control_stats.c) */
 };
 
 struct control {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "app/control.h"
+#include "app/control_stats.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -153,10 +154,12 @@ int control_client_main(int argc, char **argv)
     static const struct option opts[] = {
         {"socket", required_argument, NULL, 's'},
         {"vm", required_argument, NULL, 'n'},
+        {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
     char path[SUN_PATH_MAX] = "", err[256];
+    bool json = false;
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "s:n:h", opts, NULL)) != -1) {
@@ -170,8 +173,12 @@ int control_client_main(int argc, char **argv)
             if (control_default_path_err(optarg, path, sizeof(path), err, sizeof(err)) < 0)
                 die("--vm: %s", err);
             break;
+        case 'j':
+            json = true;
+            break;
         case 'h':
-            printf("usage: nvmevm ctl [--socket PATH | --vm NAME] status|pause|resume|quit\n");
+            printf("usage: nvmevm ctl [--socket PATH | --vm NAME] status|pause|resume|quit\n"
+                   "       nvmevm ctl [--socket PATH | --vm NAME] stats [--json]\n");
             return 0;
         default:
             return 2;
@@ -181,6 +188,8 @@ int control_client_main(int argc, char **argv)
         die("ctl: expected one command: status, pause, resume or quit");
     if (!*path)
         die("ctl: say which VM with --socket PATH or --vm NAME");
+    if (strcmp(argv[optind], "stats") == 0)
+        return stats_client_print(path, json);
     json_object *req = json_object_new_object();
     json_object_object_add(req, "cmd", json_object_new_string(argv[optind]));
     char buf[4096];

@@ -15,6 +15,7 @@
 
 #include "app/console.h"
 #include "app/control.h"
+#include "app/control_stats.h"
 #include "app/migrate_client.h"
 #include "app/syscall_filter.h"
 #include "block/block.h"
@@ -72,6 +73,8 @@ static void usage_run(FILE *f)
             "  --queues N       NVMe I/O queue pairs offered to the guest, 1..64 (default 8)\n"
             "  --poll-us N      the NVMe I/O thread spins N microseconds for new work before\n"
             "                   sleeping (default 0)\n"
+            "  --stats=on|off   live NVMe I/O statistics for `nvmevm ctl stats` and\n"
+            "                   `nvmevm top` (default on; off only to measure their cost)\n"
             "  --incoming URI   receive a live migration on tcp:HOST:PORT instead of booting\n"
             "                   (start with the same --mem, --cpus and disks as the source);\n"
             "                   tcp:PORT listens on 127.0.0.1, tcp:0.0.0.0:PORT everywhere\n"
@@ -98,7 +101,8 @@ static void usage(FILE *f)
                "\n"
                "commands:\n"
                "  run      boot a guest (nvmevm run --help)\n"
-               "  ctl      talk to a running nvmevm: status, pause, resume, quit\n"
+               "  ctl      talk to a running nvmevm: status, pause, resume, quit, stats\n"
+               "  top      live NVMe I/O statistics of a running nvmevm (nvmevm top --help)\n"
                "  migrate  live-migrate a running nvmevm (nvmevm migrate --help)\n"
                "  probe    tell whether this host's /dev/kvm can run a Linux kernel\n"
                "  version  print the version\n");
@@ -127,6 +131,7 @@ struct run_opts {
     const char *control;
     bool read_stdin;
     bool seccomp;
+    bool stats_off;
 };
 
 static int parse_cpus(const char *s)
@@ -256,6 +261,7 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         {"migrate-timeout", required_argument, NULL, 5},
         {"seccomp", required_argument, NULL, 'X'},
         {"no-seccomp", no_argument, NULL, 'x'},
+        {"stats", required_argument, NULL, 6},
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
@@ -340,6 +346,11 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
             break;
         case 'x':
             o->seccomp = false;
+            break;
+        case 6:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+                die("--stats %s: expected on or off", optarg);
+            o->stats_off = strcmp(optarg, "off") == 0;
             break;
         case 'h':
             usage_run(stdout);
@@ -485,6 +496,7 @@ static void open_disks(const struct run_opts *o, struct nvme_pci_config *nc)
     nc->ctrl.mqes = 1023;
     nc->ctrl.mdts = 7;
     nc->ctrl.nr_ns = o->ndisks;
+    nc->ctrl.stats_off = o->stats_off;
     for (int i = 0; i < o->ndisks; i++) {
         /* An incoming VM takes the locks only when the source hands the disks over. */
         struct blk_open_opts bo = {
@@ -597,6 +609,8 @@ int main(int argc, char **argv)
         return control_client_main(argc - 1, argv + 1);
     if (strcmp(cmd, "migrate") == 0)
         return migrate_client_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "top") == 0)
+        return top_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("nvmevm 0.1.0\n");
         return 0;
