@@ -91,9 +91,10 @@ struct nvme_req {
     int blk_pending;
     void *bounce; /* Compare/Verify/Copy scratch, freed at completion */
     bool aborted;
-    struct nvme_ns *held;       /* the namespace whose users count this command is in */
-    uint64_t stats_t0;          /* fetched at (CLOCK_MONOTONIC ns); 0: not counted */
-    TAILQ_ENTRY(nvme_req) link; /* free list, parked-on-CQ list, or AER list */
+    struct nvme_ns *held;           /* the namespace whose users count this command is in */
+    uint64_t stats_t0;              /* fetched at (CLOCK_MONOTONIC ns); 0: not counted */
+    struct nvme_io_stats *stats_ns; /* the namespace it counts against (NULL: none) */
+    TAILQ_ENTRY(nvme_req) link;     /* free list, parked-on-CQ list, or AER list */
 };
 TAILQ_HEAD(nvme_req_list, nvme_req);
 

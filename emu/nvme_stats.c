@@ -83,9 +83,12 @@ uint64_t nvme_stats_percentile_ns(const struct nvme_io_stats *s, double p)
 
 /* ---- the I/O path ---- */
 
+/* A command for a namespace that does not exist is counted on its queue only. */
 static struct nvme_io_stats *ns_stats(struct nvme_ctrl *c, uint32_t nsid)
 {
-    return nsid >= 1 && nsid <= NVME_MAX_NAMESPACES ? &c->stats.ns[nsid - 1] : NULL;
+    if (nsid < 1 || nsid > NVME_MAX_NAMESPACES || !c->ns[nsid - 1].present)
+        return NULL;
+    return &c->stats.ns[nsid - 1];
 }
 
 static void depth_up(struct nvme_io_stats *s)
@@ -102,9 +105,9 @@ void nvme_stats_fetched(struct nvme_ctrl *c, struct nvme_req *r)
         return;
     r->stats_t0 = nvme_stats_now_ns();
     depth_up(&c->stats.q[r->sq->id]);
-    struct nvme_io_stats *n = ns_stats(c, r->cmd.nsid);
-    if (n)
-        depth_up(n);
+    r->stats_ns = ns_stats(c, r->cmd.nsid);
+    if (r->stats_ns)
+        depth_up(r->stats_ns);
 }
 
 static void account(struct nvme_io_stats *s, const struct nvme_req *r, uint64_t lat, unsigned b)
@@ -143,9 +146,8 @@ void nvme_stats_completed(struct nvme_ctrl *c, struct nvme_req *r)
     unsigned b = nvme_stats_bucket(lat);
     r->stats_t0 = 0;
     account(&c->stats.q[r->sq->id], r, lat, b);
-    struct nvme_io_stats *n = ns_stats(c, r->cmd.nsid);
-    if (n)
-        account(n, r, lat, b);
+    if (r->stats_ns)
+        account(r->stats_ns, r, lat, b);
 }
 
 /* ---- readers ---- */
