@@ -14,7 +14,7 @@ if [ "${1:-}" = --no-linux ]; then
     t_skip linux/all "--quick given"
 else
     scripts+=("$TESTS_DIR"/linux/suite.sh "$TESTS_DIR"/linux/suite-nvme.sh
-        "$TESTS_DIR"/linux/suite-migrate.sh)
+        "$TESTS_DIR"/linux/suite-migrate.sh "$TESTS_DIR"/linux/suite-stats.sh)
 fi
 
 probe_rc=0
