@@ -59,6 +59,12 @@ void control_handle(struct control *c, struct vm *vm, const struct pollfd *p, in
  * migration. */
 void control_close(struct control *c);
 
+/* A connected client socket: the fd, or -1 with errno set. */
+int control_connect(const char *path);
+/* Client options: --socket PATH (opt 's') or --vm NAME (opt 'n') sets path; dies with one
+ * line when it cannot be a socket path. */
+void control_target_arg(int opt, const char *arg, char *path, size_t pathlen);
+
 /* Sends one request line and reads the one-line answer. 0, or -1 with errno set. */
 int control_request(const char *path, const char *req, char *out, size_t outlen);
 

@@ -27,24 +27,6 @@
 
 static const char stats_req[] = "{\"cmd\":\"stats\"}\n";
 
-static int conn_open(const char *path)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-        return fd;
-    int e = errno;
-    if (fd >= 0)
-        close(fd);
-    errno = e;
-    return -1;
-}
-
 /* Sends one stats request on fd and returns its parsed reply line (NULL, errno set). */
 static json_object *query(int fd)
 {
@@ -155,7 +137,7 @@ static void rates_row(const char *name, json_object *d)
 
 int stats_client_print(const char *path, bool json)
 {
-    int fd = conn_open(path);
+    int fd = control_connect(path);
     if (fd < 0)
         die_errno("%s", path);
     json_object *r = query(fd);
@@ -203,7 +185,7 @@ int top_main(int argc, char **argv)
         {"interval", required_argument, NULL, 'i'}, {"count", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},           {0, 0, 0, 0},
     };
-    char path[sizeof(((struct sockaddr_un *)0)->sun_path)] = "", err[256], *end;
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)] = "", *end;
     double interval = 1.0;
     long count = -1;
     int o;
@@ -211,13 +193,8 @@ int top_main(int argc, char **argv)
     while ((o = getopt_long(argc, argv, "s:n:i:c:h", opts, NULL)) != -1) {
         switch (o) {
         case 's':
-            if (strlen(optarg) >= sizeof(path))
-                die("--socket %s: too long for a socket path", optarg);
-            memcpy(path, optarg, strlen(optarg) + 1);
-            break;
         case 'n':
-            if (control_default_path_err(optarg, path, sizeof(path), err, sizeof(err)) < 0)
-                die("--vm: %s", err);
+            control_target_arg(o, optarg, path, sizeof(path));
             break;
         case 'i':
             errno = 0;
@@ -243,7 +220,7 @@ int top_main(int argc, char **argv)
         die("top: unexpected argument '%s'", argv[optind]);
     if (!*path)
         die("top: say which VM with --socket PATH or --vm NAME");
-    int fd = conn_open(path);
+    int fd = control_connect(path);
     if (fd < 0)
         die_errno("%s", path);
     bool tty = isatty(STDOUT_FILENO);

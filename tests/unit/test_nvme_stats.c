@@ -49,11 +49,8 @@ static const struct nvme_io_stats *ns(uint32_t nsid)
 static uint16_t io(uint16_t qid, uint8_t opcode, uint32_t nsid, uint64_t slba, uint32_t nlb)
 {
     uint64_t buf = host_alloc(h, 4096);
-    struct nvme_sqe c = {.opcode = opcode,
-                         .nsid = nsid,
-                         .dptr = {buf},
-                         .cdw10 = (uint32_t)slba,
-                         .cdw12 = nlb - 1};
+    struct nvme_sqe c = {
+        .opcode = opcode, .nsid = nsid, .dptr = {buf}, .cdw10 = (uint32_t)slba, .cdw12 = nlb - 1};
     return host_io(h, qid, &c, NULL);
 }
 
@@ -145,8 +142,10 @@ Test(nvme_stats, depth_counts_parked_and_returns_to_zero)
                           .cdw10 = 3u << 16 | 1,
                           .cdw11 = 1u << 16 | 3}; /* 4 entries: holds 3 */
     cr_assert_eq(host_admin(h, &mk, NULL), 0);
-    mk = (struct nvme_sqe){
-        .opcode = nvme_admin_create_sq, .dptr = {sq}, .cdw10 = 15u << 16 | 1, .cdw11 = 1u << 16 | 1};
+    mk = (struct nvme_sqe){.opcode = nvme_admin_create_sq,
+                           .dptr = {sq},
+                           .cdw10 = 15u << 16 | 1,
+                           .cdw11 = 1u << 16 | 1};
     cr_assert_eq(host_admin(h, &mk, NULL), 0);
     h->q[1] = (struct host_q){.sq = sq, .cq = cq, .depth = 16, .phase = 1};
     uint64_t buf = host_alloc(h, 4096);
