@@ -3,7 +3,8 @@
  * app/control_parse.h). {"cmd":"status"|"pause"|"resume"|"quit"} -> {"ok":true,...}, and for
  * live migration {"cmd":"migrate","uri":"tcp:H:P","downtime_ms":300,"max_bandwidth":B,
  * "timeout_s":S,"force":false,"auto_converge":false}, {"cmd":"migrate-status"},
- * {"cmd":"migrate-cancel"}. A request may carry "id" (any JSON value); its reply echoes it.
+ * {"cmd":"migrate-cancel"}, and {"cmd":"stats"} (live I/O statistics, docs/stats.md).
+ * A request may carry "id" (any JSON value); its reply echoes it.
  * A connection may send several requests. The socket is non-blocking and every client has
  * its own buffers, driven by the main loop's poll: a slow or silent client never holds up
  * the VM or another client.
