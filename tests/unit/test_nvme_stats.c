@@ -135,19 +135,7 @@ Test(nvme_stats, errors_counted_without_bytes)
 /* Parked completions are still in flight: depth counts them until their CQE is posted. */
 Test(nvme_stats, depth_counts_parked_and_returns_to_zero)
 {
-    cr_assert_eq(host_set_feature(h, NVME_FEAT_FID_NUM_QUEUES, 0, NULL), 0);
-    uint64_t cq = host_alloc(h, 4096), sq = host_alloc(h, 4096);
-    struct nvme_sqe mk = {.opcode = nvme_admin_create_cq,
-                          .dptr = {cq},
-                          .cdw10 = 3u << 16 | 1,
-                          .cdw11 = 1u << 16 | 3}; /* 4 entries: holds 3 */
-    cr_assert_eq(host_admin(h, &mk, NULL), 0);
-    mk = (struct nvme_sqe){.opcode = nvme_admin_create_sq,
-                           .dptr = {sq},
-                           .cdw10 = 15u << 16 | 1,
-                           .cdw11 = 1u << 16 | 1};
-    cr_assert_eq(host_admin(h, &mk, NULL), 0);
-    h->q[1] = (struct host_q){.sq = sq, .cq = cq, .depth = 16, .phase = 1};
+    cr_assert(host_create_tiny_cq_pair(h));
     uint64_t buf = host_alloc(h, 4096);
     for (int i = 0; i < 10; i++) {
         struct nvme_sqe r = {
