@@ -85,6 +85,8 @@ static json_object *interval_obj(const struct nvme_io_stats *cur, const struct n
     add_dbl(o, "iops", (double)nvme_stats_commands(&d) * per);
     add_dbl(o, "read_bps", (double)d.bytes_read * per);
     add_dbl(o, "write_bps", (double)d.bytes_written * per);
+    /* Little's law: time spent in flight per second of wall time is the mean depth. */
+    add_dbl(o, "avg_depth", secs > 0 ? (double)d.lat_sum_ns / 1e9 / secs : 0.0);
     add_u64(o, "commands", nvme_stats_commands(&d));
     add_u64(o, "errors", d.errors);
     json_object_object_add(o, "latency_us", latency_obj(&d));

@@ -129,10 +129,11 @@ static void totals_row(const char *name, json_object *d)
 
 static void rates_row(const char *name, json_object *d)
 {
-    printf("%-5s %10.1f %10.1f %9.2f %9.2f %8.1f %8.1f %5.0f\n", name, num(d, "interval.read_iops"),
-           num(d, "interval.write_iops"), num(d, "interval.read_bps") / 1e6,
-           num(d, "interval.write_bps") / 1e6, num(d, "interval.latency_us.avg"),
-           num(d, "interval.latency_us.p99"), num(d, "depth"));
+    printf("%-5s %10.1f %10.1f %9.2f %9.2f %8.1f %8.1f %6.2f %5.0f\n", name,
+           num(d, "interval.read_iops"), num(d, "interval.write_iops"),
+           num(d, "interval.read_bps") / 1e6, num(d, "interval.write_bps") / 1e6,
+           num(d, "interval.latency_us.avg"), num(d, "interval.latency_us.p99"),
+           num(d, "interval.avg_depth"), num(d, "depth"));
 }
 
 int stats_client_print(const char *path, bool json)
@@ -172,8 +173,9 @@ static void usage_top(FILE *f)
     fprintf(f, "usage: nvmevm top [--vm NAME | --socket PATH] [--interval S] [--count N]\n"
                "Shows a running nvmevm's NVMe I/O every S seconds (default 1), per namespace\n"
                "(ns1...) and per I/O queue (q1...): reads and writes per second, MB/s,\n"
-               "average and 99th percentile latency from fetch to completion, and the depth\n"
-               "in flight. The first frame covers the time since the VM started. It stops\n"
+               "average and 99th percentile latency from fetch to completion, the average\n"
+               "depth over the interval (aqu) and the depth in flight now. The first frame covers "
+               "the time since the VM started. It stops\n"
                "after N frames (default: never). On a terminal each frame replaces the last;\n"
                "otherwise frames are printed one after another, separated by a blank line.\n");
 }
@@ -243,8 +245,8 @@ int top_main(int argc, char **argv)
             putchar('\n');
         printf("nvmevm top  %s  uptime %.1f s  interval %.2f s\n", path, num(r, "uptime_s"),
                num(r, "interval_s"));
-        printf("%-5s %10s %10s %9s %9s %8s %8s %5s\n", "dev", "r/s", "w/s", "rMB/s", "wMB/s",
-               "avg us", "p99 us", "depth");
+        printf("%-5s %10s %10s %9s %9s %8s %8s %6s %5s\n", "dev", "r/s", "w/s", "rMB/s", "wMB/s",
+               "avg us", "p99 us", "aqu", "depth");
         each_dev(r, rates_row);
         fflush(stdout);
         json_object_put(r);

@@ -74,6 +74,11 @@ for qid in (1, 2):
 lat = n["latency_us"]
 assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99_9"] <= lat["max"], lat
 assert 0 < lat["avg"] <= lat["max"], lat
+# The first reply on a connection covers the whole run: its mean depth is the summed latency over the time (Little law).
+iv = n["interval"]
+assert iv["commands"] == 3000 and iv["write_iops"] > 0, iv
+want = lat["avg"] * 3000 / 1e6 / r["interval_s"]
+assert 0 < iv["avg_depth"] <= 8 and abs(iv["avg_depth"] - want) <= 0.02 * want + 0.002, (iv, want)
 '
     # Two frames on one connection: the first covers the run, the second an idle guest.
     "$NVMEVM" top --socket "$sock" --count 2 --interval 0.3 >"$TEST_TMP/stats-top.txt" 2>&1
@@ -86,6 +91,8 @@ rows = [{l.split()[0]: l.split() for l in f.splitlines()[2:]} for f in frames]
 assert frames[0].splitlines()[1].split()[:3] == ["dev", "r/s", "w/s"], frames[0]
 assert float(rows[0]["ns1"][2]) > 0 and float(rows[0]["q2"][2]) > 0, rows[0]
 assert float(rows[1]["ns1"][2]) == 0 and float(rows[1]["ns1"][1]) == 0, rows[1]
+assert frames[0].splitlines()[1].split()[-2:] == ["aqu", "depth"], frames[0]
+assert float(rows[0]["ns1"][-2]) > 0 and float(rows[1]["ns1"][-2]) == 0, rows
 assert "interval 0." in frames[1].splitlines()[0], frames[1]
 EOF
     "$NVMEVM" ctl --socket "$sock" stats >"$TEST_TMP/stats-table.txt" 2>&1
