@@ -199,7 +199,7 @@ int control_client_main(int argc, char **argv)
         }
     }
     if (optind != argc - 1)
-        die("ctl: expected one command: status, pause, resume or quit");
+        die("ctl: expected one command: status, pause, resume, quit or stats");
     if (!*path)
         die("ctl: say which VM with --socket PATH or --vm NAME");
     if (strcmp(argv[optind], "stats") == 0)
