@@ -152,6 +152,9 @@ void nvme_stats_completed(struct nvme_ctrl *c, struct nvme_req *r)
 
 /* ---- readers ---- */
 
+/* Every member is a uint64_t: a snapshot reads them one aligned word at a time. */
+_Static_assert(sizeof(struct nvme_io_stats) % sizeof(uint64_t) == 0, "only 64-bit counters");
+
 static void copy_stats(struct nvme_io_stats *d, const struct nvme_io_stats *s)
 {
     const uint64_t *from = (const uint64_t *)s;
