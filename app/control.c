@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "app/control_parse.h"
+#include "app/control_stats.h"
 #include "kvm/vm.h"
 #include "migrate/migrate.h"
 #include "util/err.h"
@@ -100,6 +101,7 @@ static void conn_close(struct control_conn *k)
         close(k->fd);
     free(k->in);
     free(k->out);
+    control_stats_forget(k->stats_prev);
     *k = (struct control_conn){.fd = -1};
 }
 
@@ -246,6 +248,9 @@ static void serve_line(struct control *c, struct vm *vm, struct control_conn *k,
     case CONTROL_MIGRATE_CANCEL:
         migrate_cancel(c->mig);
         send_obj(k, ok_obj(), r.id);
+        break;
+    case CONTROL_STATS:
+        send_obj(k, control_stats_reply(vm, &k->stats_prev), r.id);
         break;
     case CONTROL_QUIT:
         send_state(k, "stopping", r.id);

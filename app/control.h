@@ -3,7 +3,8 @@
  * app/control_parse.h). {"cmd":"status"|"pause"|"resume"|"quit"} -> {"ok":true,...}, and for
  * live migration {"cmd":"migrate","uri":"tcp:H:P","downtime_ms":300,"max_bandwidth":B,
  * "timeout_s":S,"force":false,"auto_converge":false}, {"cmd":"migrate-status"},
- * {"cmd":"migrate-cancel"}. A request may carry "id" (any JSON value); its reply echoes it.
+ * {"cmd":"migrate-cancel"}, and {"cmd":"stats"} (live I/O statistics, docs/stats.md).
+ * A request may carry "id" (any JSON value); its reply echoes it.
  * A connection may send several requests. The socket is non-blocking and every client has
  * its own buffers, driven by the main loop's poll: a slow or silent client never holds up
  * the VM or another client.
@@ -31,6 +32,7 @@ struct control_conn {
     bool closing;  /* close once out is sent */
     bool draining; /* reply sent and our side shut: discard input until the client closes */
     uint64_t last_active_ms;
+    void *stats_prev; /* the previous `stats` snapshot (app/control_stats.c) */
 };
 
 struct control {
@@ -57,6 +59,12 @@ void control_handle(struct control *c, struct vm *vm, const struct pollfd *p, in
 /* Closes the socket and clients and frees a finished (or cancels and joins a running)
  * migration. */
 void control_close(struct control *c);
+
+/* A connected client socket: the fd, or -1 with errno set. */
+int control_connect(const char *path);
+/* Client options: --socket PATH (opt 's') or --vm NAME (opt 'n') sets path; dies with one
+ * line when it cannot be a socket path. */
+void control_target_arg(int opt, const char *arg, char *path, size_t pathlen);
 
 /* Sends one request line and reads the one-line answer. 0, or -1 with errno set. */
 int control_request(const char *path, const char *req, char *out, size_t outlen);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "app/control.h"
+#include "app/control_stats.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -79,7 +80,7 @@ static int write_all(int fd, const char *s, size_t n)
     return 0;
 }
 
-int control_request(const char *path, const char *req, char *out, size_t outlen)
+int control_connect(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -88,13 +89,32 @@ int control_request(const char *path, const char *req, char *out, size_t outlen)
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        errno = e;
-        return -1;
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+        return fd;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    errno = e;
+    return -1;
+}
+
+void control_target_arg(int opt, const char *arg, char *path, size_t pathlen)
+{
+    char err[256];
+    if (opt == 's') {
+        if (strlen(arg) >= pathlen || strlen(arg) >= SUN_PATH_MAX)
+            die("--socket %s: too long for a socket path", arg);
+        memcpy(path, arg, strlen(arg) + 1);
+    } else if (control_default_path_err(arg, path, pathlen, err, sizeof(err)) < 0) {
+        die("--vm: %s", err);
     }
+}
+
+int control_request(const char *path, const char *req, char *out, size_t outlen)
+{
+    int fd = control_connect(path);
+    if (fd < 0)
+        return -1;
     if (write_all(fd, req, strlen(req)) < 0) {
         int e = errno;
         close(fd);
@@ -153,34 +173,37 @@ int control_client_main(int argc, char **argv)
     static const struct option opts[] = {
         {"socket", required_argument, NULL, 's'},
         {"vm", required_argument, NULL, 'n'},
+        {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
-    char path[SUN_PATH_MAX] = "", err[256];
+    char path[SUN_PATH_MAX] = "";
+    bool json = false;
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "s:n:h", opts, NULL)) != -1) {
         switch (o) {
         case 's':
-            if (strlen(optarg) >= sizeof(path))
-                die("--socket %s: too long for a socket path", optarg);
-            memcpy(path, optarg, strlen(optarg) + 1);
-            break;
         case 'n':
-            if (control_default_path_err(optarg, path, sizeof(path), err, sizeof(err)) < 0)
-                die("--vm: %s", err);
+            control_target_arg(o, optarg, path, sizeof(path));
+            break;
+        case 'j':
+            json = true;
             break;
         case 'h':
-            printf("usage: nvmevm ctl [--socket PATH | --vm NAME] status|pause|resume|quit\n");
+            printf("usage: nvmevm ctl [--socket PATH | --vm NAME] status|pause|resume|quit\n"
+                   "       nvmevm ctl [--socket PATH | --vm NAME] stats [--json]\n");
             return 0;
         default:
             return 2;
         }
     }
     if (optind != argc - 1)
-        die("ctl: expected one command: status, pause, resume or quit");
+        die("ctl: expected one command: status, pause, resume, quit or stats");
     if (!*path)
         die("ctl: say which VM with --socket PATH or --vm NAME");
+    if (strcmp(argv[optind], "stats") == 0)
+        return stats_client_print(path, json);
     json_object *req = json_object_new_object();
     json_object_object_add(req, "cmd", json_object_new_string(argv[optind]));
     char buf[4096];

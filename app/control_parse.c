@@ -22,6 +22,7 @@ static const struct {
     {"migrate", CONTROL_MIGRATE},
     {"migrate-status", CONTROL_MIGRATE_STATUS},
     {"migrate-cancel", CONTROL_MIGRATE_CANCEL},
+    {"stats", CONTROL_STATS},
 };
 
 static const char *const migrate_keys[] = {

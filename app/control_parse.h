@@ -19,6 +19,7 @@ enum control_cmd {
     CONTROL_MIGRATE,
     CONTROL_MIGRATE_STATUS,
     CONTROL_MIGRATE_CANCEL,
+    CONTROL_STATS,
 };
 
 struct json_object;

@@ -14,7 +14,8 @@ if [ "${1:-}" = --no-linux ]; then
     t_skip linux/all "--quick given"
 else
     scripts+=("$TESTS_DIR"/linux/suite.sh "$TESTS_DIR"/linux/suite-nvme.sh
-        "$TESTS_DIR"/linux/suite-migrate.sh "$TESTS_DIR"/linux/suite-fio.sh)
+        "$TESTS_DIR"/linux/suite-migrate.sh "$TESTS_DIR"/linux/suite-stats.sh
+        "$TESTS_DIR"/linux/suite-fio.sh)
 fi
 
 probe_rc=0

@@ -1,0 +1,256 @@
+/*
+ * Clients of the control socket's `stats` command: `nvmevm ctl stats [--json]` (totals
+ * since the controller started, as a table) and `nvmevm top` (an iostat-like view
+ * refreshed every interval). top keeps one connection open, so each reply's "interval"
+ * rates cover exactly the time since its previous request. On a terminal each frame
+ * replaces the last; otherwise frames are plain lines separated by a blank line, so
+ * scripts and tests can read them.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app/control.h"
+#include "app/control_stats.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#define MAX_REPLY (4u << 20) /* a reply is ~1 KiB per queue: far below this */
+
+static const char stats_req[] = "{\"cmd\":\"stats\"}\n";
+
+/* Sends one stats request on fd and returns its parsed reply line (NULL, errno set). */
+static json_object *query(int fd)
+{
+    if (send(fd, stats_req, sizeof(stats_req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(stats_req) - 1)
+        return NULL;
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            char *b = cap < MAX_REPLY ? realloc(buf, cap * 2) : NULL;
+            if (!b) {
+                free(buf);
+                errno = EMSGSIZE;
+                return NULL;
+            }
+            buf = b;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            free(buf);
+            errno = r == 0 ? ECONNRESET : errno;
+            return NULL;
+        }
+        n += (size_t)r;
+        if (memchr(buf + n - (size_t)r, '\n', (size_t)r))
+            break;
+    }
+    if (!buf)
+        return NULL;
+    buf[n] = '\0';
+    json_object *o = json_tokener_parse(buf);
+    free(buf);
+    if (!o)
+        errno = EBADMSG;
+    return o;
+}
+
+/* A number at a dotted path ("interval.latency_us.p99"); 0 when absent. */
+static double num(json_object *o, const char *path)
+{
+    char key[64];
+    while (o && *path) {
+        size_t len = strcspn(path, ".");
+        if (len >= sizeof(key))
+            return 0;
+        memcpy(key, path, len);
+        key[len] = '\0';
+        if (!json_object_object_get_ex(o, key, &o))
+            return 0;
+        path += len + (path[len] == '.');
+    }
+    return o ? json_object_get_double(o) : 0;
+}
+
+/* The reply's error line, or NULL when it says ok. */
+static const char *reply_error(json_object *r)
+{
+    json_object *ok, *e;
+    if (json_object_object_get_ex(r, "ok", &ok) && json_object_get_boolean(ok))
+        return NULL;
+    if (json_object_object_get_ex(r, "error", &e))
+        return json_object_get_string(e);
+    return "unexpected reply";
+}
+
+typedef void (*row_fn)(const char *name, json_object *dev);
+
+/* Calls row for every namespace ("ns1") and queue ("q1") of the reply. */
+static void each_dev(json_object *r, row_fn row)
+{
+    static const struct {
+        const char *list, *id, *prefix;
+    } kinds[] = {{"namespaces", "nsid", "ns"}, {"queues", "qid", "q"}};
+    for (size_t k = 0; k < 2; k++) {
+        json_object *a;
+        if (!json_object_object_get_ex(r, kinds[k].list, &a) ||
+            !json_object_is_type(a, json_type_array))
+            continue;
+        for (size_t i = 0; i < json_object_array_length(a); i++) {
+            json_object *d = json_object_array_get_idx(a, i);
+            char name[32];
+            snprintf(name, sizeof(name), "%s%.0f", kinds[k].prefix, num(d, kinds[k].id));
+            row(name, d);
+        }
+    }
+}
+
+static void totals_row(const char *name, json_object *d)
+{
+    printf("%-5s %10.0f %10.0f %7.0f %6.0f %10.1f %10.1f %5.0f %5.0f %8.1f %8.1f %8.1f %8.1f "
+           "%9.1f\n",
+           name, num(d, "reads"), num(d, "writes"), num(d, "others"), num(d, "errors"),
+           num(d, "bytes_read") / 1e6, num(d, "bytes_written") / 1e6, num(d, "depth"),
+           num(d, "max_depth"), num(d, "latency_us.avg"), num(d, "latency_us.p50"),
+           num(d, "latency_us.p99"), num(d, "latency_us.p99_9"), num(d, "latency_us.max"));
+}
+
+static void rates_row(const char *name, json_object *d)
+{
+    printf("%-5s %10.1f %10.1f %9.2f %9.2f %8.1f %8.1f %6.2f %5.0f\n", name,
+           num(d, "interval.read_iops"), num(d, "interval.write_iops"),
+           num(d, "interval.read_bps") / 1e6, num(d, "interval.write_bps") / 1e6,
+           num(d, "interval.latency_us.avg"), num(d, "interval.latency_us.p99"),
+           num(d, "interval.avg_depth"), num(d, "depth"));
+}
+
+int stats_client_print(const char *path, bool json)
+{
+    int fd = control_connect(path);
+    if (fd < 0)
+        die_errno("%s", path);
+    json_object *r = query(fd);
+    int e = errno;
+    close(fd);
+    if (!r) {
+        errno = e;
+        die_errno("%s: stats", path);
+    }
+    const char *err = reply_error(r);
+    if (json) {
+        puts(json_object_to_json_string_ext(r, JSON_C_TO_STRING_PLAIN |
+                                                   JSON_C_TO_STRING_NOSLASHESCAPE));
+    } else if (!err) {
+        printf("uptime %.1f s%s\n", num(r, "uptime_s"),
+               json_object_get_boolean(json_object_object_get(r, "enabled"))
+                   ? ""
+                   : " (statistics are off: nvmevm run --stats=off)");
+        printf("%-5s %10s %10s %7s %6s %10s %10s %5s %5s %8s %8s %8s %8s %9s\n", "dev", "reads",
+               "writes", "others", "errors", "read MB", "written MB", "depth", "max", "avg us",
+               "p50 us", "p99 us", "p99.9 us", "max us");
+        each_dev(r, totals_row);
+    }
+    if (err && !json)
+        fprintf(stderr, "nvmevm: %s: %s\n", path, err);
+    json_object_put(r);
+    return err ? 1 : 0;
+}
+
+static void usage_top(FILE *f)
+{
+    fprintf(f, "usage: nvmevm top [--vm NAME | --socket PATH] [--interval S] [--count N]\n"
+               "Shows a running nvmevm's NVMe I/O every S seconds (default 1), per namespace\n"
+               "(ns1...) and per I/O queue (q1...): reads and writes per second, MB/s,\n"
+               "average and 99th percentile latency from fetch to completion, the average\n"
+               "depth over the interval (aqu) and the depth in flight now. The first frame covers "
+               "the time since the VM started. It stops\n"
+               "after N frames (default: never). On a terminal each frame replaces the last;\n"
+               "otherwise frames are printed one after another, separated by a blank line.\n");
+}
+
+int top_main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"socket", required_argument, NULL, 's'},   {"vm", required_argument, NULL, 'n'},
+        {"interval", required_argument, NULL, 'i'}, {"count", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},           {0, 0, 0, 0},
+    };
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)] = "", *end;
+    double interval = 1.0;
+    long count = -1;
+    int o;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "s:n:i:c:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 's':
+        case 'n':
+            control_target_arg(o, optarg, path, sizeof(path));
+            break;
+        case 'i':
+            errno = 0;
+            interval = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !isfinite(interval) || interval < 0.05 ||
+                interval > 86400)
+                die("--interval %s: expected seconds between 0.05 and 86400", optarg);
+            break;
+        case 'c':
+            errno = 0;
+            count = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || count < 1)
+                die("--count %s: expected a positive number of frames", optarg);
+            break;
+        case 'h':
+            usage_top(stdout);
+            return 0;
+        default:
+            return 2;
+        }
+    }
+    if (optind != argc)
+        die("top: unexpected argument '%s'", argv[optind]);
+    if (!*path)
+        die("top: say which VM with --socket PATH or --vm NAME");
+    int fd = control_connect(path);
+    if (fd < 0)
+        die_errno("%s", path);
+    bool tty = isatty(STDOUT_FILENO);
+    for (long frame = 0; count < 0 || frame < count; frame++) {
+        if (frame) {
+            struct timespec ts = {(time_t)interval,
+                                  (long)((interval - (double)(time_t)interval) * 1e9)};
+            while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+        }
+        json_object *r = query(fd);
+        if (!r)
+            die_errno("%s: stats (the VM stopped?)", path);
+        const char *e = reply_error(r);
+        if (e)
+            die("%s: %s", path, e);
+        if (tty)
+            fputs("\033[H\033[2J", stdout);
+        else if (frame)
+            putchar('\n');
+        printf("nvmevm top  %s  uptime %.1f s  interval %.2f s\n", path, num(r, "uptime_s"),
+               num(r, "interval_s"));
+        printf("%-5s %10s %10s %9s %9s %8s %8s %6s %5s\n", "dev", "r/s", "w/s", "rMB/s", "wMB/s",
+               "avg us", "p99 us", "aqu", "depth");
+        each_dev(r, rates_row);
+        fflush(stdout);
+        json_object_put(r);
+    }
+    close(fd);
+    return 0;
+}
