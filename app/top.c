@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/cli.h"
 #include "app/control.h"
 #include "app/control_stats.h"
 #include "util/err.h"
@@ -192,7 +193,8 @@ int top_main(int argc, char **argv)
     long count = -1;
     int o;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "s:n:i:c:h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, ":s:n:i:c:h", opts, NULL)) != -1) {
         switch (o) {
         case 's':
         case 'n':
@@ -215,7 +217,7 @@ int top_main(int argc, char **argv)
             usage_top(stdout);
             return 0;
         default:
-            return 2;
+            cli_bad_option("top", o, argv);
         }
     }
     if (optind != argc)
