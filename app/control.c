@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "app/control_parse.h"
+#include "app/control_stats.h"
 #include "kvm/vm.h"
 #include "migrate/migrate.h"
 #include "util/err.h"
@@ -103,6 +104,7 @@ static void conn_close(struct control_conn *k)
         close(k->fd);
     free(k->in);
     free(k->out);
+    control_stats_forget(k->stats_prev);
     *k = (struct control_conn){.fd = -1};
 }
 
@@ -189,6 +191,7 @@ static void send_greeting(struct control *c, struct control_conn *k)
     json_object_object_add(g, "pid", json_object_new_int(getpid()));
     json_object_array_add(caps, json_object_new_string("events"));
     json_object_array_add(caps, json_object_new_string("migrate"));
+    json_object_array_add(caps, json_object_new_string("stats"));
     json_object_object_add(g, "capabilities", caps);
     json_object *o = json_object_new_object();
     json_object_object_add(o, "greeting", g);
@@ -312,6 +315,9 @@ static void serve_line(struct control *c, struct vm *vm, struct control_conn *k,
         }
         migrate_cancel(c->mig);
         send_obj(k, ok_obj(), r.id);
+        break;
+    case CONTROL_STATS:
+        send_obj(k, control_stats_reply(vm, &k->stats_prev), r.id);
         break;
     case CONTROL_QUIT:
         send_state(k, "stopping", r.id);

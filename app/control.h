@@ -5,7 +5,8 @@
  * {"cmd":"status"|"pause"|"resume"|"quit"} -> {"ok":true,...}, and for live migration
  * {"cmd":"migrate","uri":"tcp:H:P","downtime_ms":300,"max_bandwidth":B,
  * "timeout_s":S,"force":false,"auto_converge":false}, {"cmd":"migrate-status"},
- * {"cmd":"migrate-cancel"}. A request may carry "id" (any JSON value); its reply echoes it.
+ * {"cmd":"migrate-cancel"}, and {"cmd":"stats"} (live I/O statistics, docs/stats.md).
+ * A request may carry "id" (any JSON value); its reply echoes it.
  * A connection may send several requests. The socket is non-blocking and every client has
  * its own buffers, driven by the main loop's poll: a slow or silent client never holds up
  * the VM or another client.
@@ -41,7 +42,8 @@ struct control_conn {
     bool closing;  /* close once out is sent */
     bool draining; /* reply sent and our side shut: discard input until the client closes */
     uint64_t last_active_ms;
-    bool watching; /* asked for events */
+    bool watching;    /* asked for events */
+    void *stats_prev; /* the previous `stats` snapshot (app/control_stats.c) */
 };
 
 struct control {
@@ -79,6 +81,10 @@ int control_wait_incoming(struct control *c, struct vm *vm, struct mig_incoming 
 /* Sends one request line and reads its one-line answer (the greeting and event lines are
  * skipped), each step bounded by control_client_timeout_s. 0, or -1 with errno set
  * (ETIMEDOUT: no answer in time). */
+/* Client options: --socket PATH (opt 's') or --vm NAME (opt 'n') sets path; dies with one
+ * line when it cannot be a socket path. */
+void control_target_arg(int opt, const char *arg, char *path, size_t pathlen);
+
 int control_request(const char *path, const char *req, char *out, size_t outlen);
 extern unsigned control_client_timeout_s;
 /* Ends the process with one line for a failed control_request (errno): "PATH: no answer
@@ -98,6 +104,10 @@ struct control_reader {
 int control_read_line(struct control_reader *r, char *out, size_t outlen, uint64_t deadline);
 enum control_line_kind { CONTROL_LINE_REPLY, CONTROL_LINE_GREETING, CONTROL_LINE_EVENT };
 enum control_line_kind control_line_kind(const char *line);
+/* Sends req on rd's connection and returns its reply line (malloc'd, at most max bytes),
+ * skipping the greeting and events; each step bounded by control_client_timeout_s. NULL
+ * with errno (ETIMEDOUT, ECONNRESET, EMSGSIZE). */
+char *control_exchange(struct control_reader *rd, const char *req, size_t max);
 /* Connects with the client timeout; the fd (blocking, with SO_RCVTIMEO), or -1 with errno. */
 int control_connect(const char *path);
 

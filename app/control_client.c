@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "app/control.h"
+#include "app/control_stats.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -132,6 +133,18 @@ int control_connect(const char *path)
     return fd;
 }
 
+void control_target_arg(int opt, const char *arg, char *path, size_t pathlen)
+{
+    char err[256];
+    if (opt == 's') {
+        if (strlen(arg) >= pathlen || strlen(arg) >= SUN_PATH_MAX)
+            die("--socket %s: too long for a socket path", arg);
+        memcpy(path, arg, strlen(arg) + 1);
+    } else if (control_default_path_err(arg, path, pathlen, err, sizeof(err)) < 0) {
+        die("--vm: %s", err);
+    }
+}
+
 static int write_all(int fd, const char *s, size_t n, uint64_t deadline)
 {
     while (n) {
@@ -200,39 +213,63 @@ enum control_line_kind control_line_kind(const char *line)
     return k;
 }
 
+char *control_exchange(struct control_reader *rd, const char *req, size_t max)
+{
+    if (write_all(rd->fd, req, strlen(req), deadline_from_now()) < 0)
+        return NULL;
+    uint64_t deadline = deadline_from_now();
+    size_t cap = sizeof(rd->buf) + 1, len = 0;
+    char *line = malloc(cap), *piece = malloc(cap);
+    while (line && piece) {
+        int got = control_read_line(rd, piece, cap, deadline);
+        if (got <= 0) {
+            errno = got == 0 ? ECONNRESET : errno; /* closed without an answer */
+            break;
+        }
+        size_t n = strlen(piece);
+        if (len == 0 && piece[n - 1] == '\n' && control_line_kind(piece) != CONTROL_LINE_REPLY)
+            continue; /* the greeting, or an event */
+        if (len + n + 1 > cap) {
+            char *b = len + n + 1 <= max ? realloc(line, 2 * (len + n + 1)) : NULL;
+            if (!b) {
+                errno = EMSGSIZE;
+                break;
+            }
+            line = b;
+            cap = 2 * (len + n + 1);
+        }
+        memcpy(line + len, piece, n + 1);
+        len += n;
+        if (piece[n - 1] == '\n') { /* a long reply comes in pieces: this was its end */
+            free(piece);
+            return line;
+        }
+    }
+    int e = line && piece ? errno : ENOMEM;
+    free(line);
+    free(piece);
+    errno = e;
+    return NULL;
+}
+
 int control_request(const char *path, const char *req, char *out, size_t outlen)
 {
-    int fd = control_connect(path);
-    if (fd < 0)
-        return -1;
     struct control_reader *rd = calloc(1, sizeof(*rd));
-    int r = -1;
     if (!rd) {
         errno = ENOMEM;
-        goto out;
+        return -1;
     }
-    rd->fd = fd;
-    if (write_all(fd, req, strlen(req), deadline_from_now()) < 0)
-        goto out;
-    uint64_t deadline = deadline_from_now();
-    for (;;) {
-        int got = control_read_line(rd, out, outlen, deadline);
-        if (got < 0)
-            goto out;
-        if (got == 0) {
-            errno = ECONNRESET; /* closed without an answer */
-            goto out;
-        }
-        if (control_line_kind(out) == CONTROL_LINE_REPLY)
-            break;
-    }
-    r = 0;
-out:;
+    rd->fd = control_connect(path);
+    char *line = rd->fd >= 0 ? control_exchange(rd, req, outlen) : NULL;
     int e = errno;
+    if (line)
+        snprintf(out, outlen, "%s", line);
+    free(line);
+    if (rd->fd >= 0)
+        close(rd->fd);
     free(rd);
-    close(fd);
     errno = e;
-    return r;
+    return line ? 0 : -1;
 }
 
 void control_request_die(const char *path)
@@ -357,28 +394,20 @@ static unsigned parse_timeout(const char *s)
 int control_client_main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"socket", required_argument, NULL, 's'},
-        {"vm", required_argument, NULL, 'n'},
-        {"timeout", required_argument, NULL, 't'},
-        {"watch", no_argument, NULL, 'w'},
-        {"human", no_argument, NULL, 'H'},
-        {"help", no_argument, NULL, 'h'},
-        {0, 0, 0, 0},
+        {"socket", required_argument, NULL, 's'},  {"vm", required_argument, NULL, 'n'},
+        {"timeout", required_argument, NULL, 't'}, {"watch", no_argument, NULL, 'w'},
+        {"human", no_argument, NULL, 'H'},         {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},          {0, 0, 0, 0},
     };
     char path[SUN_PATH_MAX] = "", err[256];
-    bool watching = false, human = false;
+    bool watching = false, human = false, json = false;
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "s:n:h", opts, NULL)) != -1) {
         switch (o) {
         case 's':
-            if (strlen(optarg) >= sizeof(path))
-                die("--socket %s: too long for a socket path", optarg);
-            memcpy(path, optarg, strlen(optarg) + 1);
-            break;
         case 'n':
-            if (control_default_path_err(optarg, path, sizeof(path), err, sizeof(err)) < 0)
-                die("--vm: %s", err);
+            control_target_arg(o, optarg, path, sizeof(path));
             break;
         case 't':
             control_client_timeout_s = parse_timeout(optarg);
@@ -389,11 +418,15 @@ int control_client_main(int argc, char **argv)
         case 'H':
             human = true;
             break;
+        case 'j':
+            json = true;
+            break;
         case 'h':
             printf("usage: nvmevm ctl [--socket PATH | --vm NAME] [--timeout S] COMMAND\n"
+                   "       nvmevm ctl [--socket PATH | --vm NAME] stats [--json]\n"
                    "       nvmevm ctl [--socket PATH | --vm NAME] --watch [--human]\n"
                    "\n"
-                   "COMMAND: status, pause, resume, quit, migrate-status, migrate-cancel,\n"
+                   "COMMAND: status, pause, resume, quit, stats, migrate-status, migrate-cancel,\n"
                    "query-commands (docs/control-protocol.md). Without --socket or --vm: the\n"
                    "only running VM. --timeout: seconds to wait for an answer (default %d).\n"
                    "--watch prints the VM's events, one JSON line each (--human: readable),\n"
@@ -412,6 +445,8 @@ int control_client_main(int argc, char **argv)
         die("ctl: %s", err);
     if (watching)
         return watch(path, human);
+    if (strcmp(argv[optind], "stats") == 0)
+        return stats_client_print(path, json);
     json_object *req = json_object_new_object();
     json_object_object_add(req, "cmd", json_object_new_string(argv[optind]));
     char buf[16384];

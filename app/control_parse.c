@@ -22,6 +22,7 @@ const struct control_command_info control_commands[] = {
     {"migrate-cancel", CONTROL_MIGRATE_CANCEL, "stop a live migration; the guest stays here"},
     {"query-commands", CONTROL_QUERY_COMMANDS, "this list"},
     {"watch", CONTROL_WATCH, "send asynchronous events on this connection from now on"},
+    {"stats", CONTROL_STATS, "live I/O statistics per namespace and queue (docs/stats.md)"},
 };
 const size_t control_ncommands = sizeof(control_commands) / sizeof(control_commands[0]);
 

@@ -22,6 +22,7 @@ enum control_cmd {
     CONTROL_MIGRATE_CANCEL,
     CONTROL_QUERY_COMMANDS,
     CONTROL_WATCH,
+    CONTROL_STATS,
 };
 
 /* Every command with a one-line description, in the order query-commands lists them. */

@@ -17,6 +17,7 @@
 #include "app/cli.h"
 #include "app/console.h"
 #include "app/control.h"
+#include "app/control_stats.h"
 #include "app/data_dirs.h"
 #include "app/fio_cmd.h"
 #include "app/guest_files.h"
@@ -46,7 +47,8 @@ static void usage_run(FILE *f)
             "usage: nvmevm run [options] [disk.img ...]\n"
             "\n"
             "Boots a guest. With no --kernel it boots nvmevm's default Debian Linux guest\n"
-            "(built by guest-images/linux/build.sh into <build>/guest/). Each disk becomes a\n"
+            "(built by scripts/build.sh into <build>/guest/, or by nvmevm-build-guest when\n"
+            "installed; man nvmevm says where it is looked for). Each disk becomes a\n"
             "namespace of one emulated NVMe controller: disk.img is /dev/nvme0n1 in the guest,\n"
             "the next /dev/nvme0n2, and so on.\n"
             "\n"
@@ -85,6 +87,8 @@ static void usage_run(FILE *f)
             "  --queues N       NVMe I/O queue pairs offered to the guest, 1..64 (default 8)\n"
             "  --poll-us N      the NVMe I/O thread spins N microseconds for new work before\n"
             "                   sleeping (default 0)\n"
+            "  --stats=on|off   live NVMe I/O statistics for `nvmevm ctl stats` and\n"
+            "                   `nvmevm top` (default on; off only to measure their cost)\n"
             "  --incoming URI   receive a live migration on tcp:HOST:PORT instead of booting\n"
             "                   (start with the same --mem, --cpus and disks as the source);\n"
             "                   tcp:PORT listens on 127.0.0.1, tcp:0.0.0.0:PORT everywhere\n"
@@ -118,7 +122,8 @@ static void usage(FILE *f)
             "commands:\n"
             "  run      boot a guest (nvmevm run --help)\n"
             "  fio      run your fio job in the default guest on NVMe disks (nvmevm fio --help)\n"
-            "  ctl      talk to a running nvmevm: status, pause, resume, quit, --watch\n"
+            "  ctl      talk to a running nvmevm: status, pause, resume, quit, stats, --watch\n"
+            "  top      live NVMe I/O statistics of a running nvmevm (nvmevm top --help)\n"
             "  list     the running VMs: name, pid, state, control socket\n"
             "  migrate  live-migrate a running nvmevm (nvmevm migrate --help)\n"
             "  probe    tell whether this host's /dev/kvm can run a Linux kernel\n"
@@ -154,6 +159,7 @@ struct run_opts {
     bool read_stdin;
     bool seccomp;
     struct guest_files gf;
+    bool stats_off;
 };
 
 static int parse_cpus(const char *s)
@@ -295,9 +301,10 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
         {"fio", required_argument, NULL, 6},
         {"guest-file", required_argument, NULL, 7},
         {"fio-arg", required_argument, NULL, 8},
-        {"incoming-timeout", required_argument, NULL, 9},
+        {"incoming-timeout", required_argument, NULL, 10},
         {"seccomp", required_argument, NULL, 'X'},
         {"no-seccomp", no_argument, NULL, 'x'},
+        {"stats", required_argument, NULL, 9},
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
@@ -383,7 +390,7 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
                 die("--fio-arg %s: at most %d options", optarg, GUEST_FIO_ARGS_MAX);
             o->gf.fio_args[o->gf.nargs++] = optarg;
             break;
-        case 9:
+        case 10:
             o->incoming_timeout = parse_uint("--incoming-timeout", optarg, 1, 86400 * 365);
             break;
         case 'W':
@@ -401,6 +408,11 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
             break;
         case 'x':
             o->seccomp = false;
+            break;
+        case 9:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+                die("--stats %s: expected on or off", optarg);
+            o->stats_off = strcmp(optarg, "off") == 0;
             break;
         case 'h':
             usage_run(stdout);
@@ -424,8 +436,8 @@ static void warn_if_linux_cannot_run(const struct vm *vm)
 {
     char why[256];
     if (vm->boot == BOOT_LINUX64 && probe_linux_capable(why, sizeof(why)) == 0)
-        warn_msg("warning: %s; run Linux guests inside the sandbox: "
-                 "tests/sandbox/run.sh -- nvmevm run ...",
+        warn_msg("warning: %s; run Linux guests inside the QEMU TCG sandbox (its run.sh -- "
+                 "nvmevm run ..., see man nvmevm) or use nvmevm fio, which does so itself",
                  why);
 }
 
@@ -562,6 +574,7 @@ static void open_disks(const struct run_opts *o, struct nvme_pci_config *nc)
     nc->ctrl.mqes = 1023;
     nc->ctrl.mdts = 7;
     nc->ctrl.nr_ns = o->ndisks;
+    nc->ctrl.stats_off = o->stats_off;
     for (int i = 0; i < o->ndisks; i++) {
         /* An incoming VM takes the locks only when the source hands the disks over. */
         struct blk_open_opts bo = {
@@ -705,6 +718,8 @@ int main(int argc, char **argv)
         return control_list_main(argc - 1, argv + 1);
     if (strcmp(cmd, "cache") == 0)
         return cache_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "top") == 0)
+        return top_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("nvmevm 0.1.0\n");
         return 0;

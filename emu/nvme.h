@@ -57,6 +57,7 @@ struct nvme_ctrl_config {
     struct nvme_ns_config ns[NVME_MAX_NAMESPACES];
     /* Directory where Namespace Management creates backing files (NULL: unsupported). */
     const char *ns_dir;
+    bool stats_off; /* no live I/O statistics (emu/nvme_stats.h): for measuring their cost */
 };
 
 struct nvme_ctrl *nvme_ctrl_new(const struct nvme_ctrl_config *cfg, struct guest_mem *mem,

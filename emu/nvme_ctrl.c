@@ -397,6 +397,7 @@ struct nvme_ctrl *nvme_ctrl_new(const struct nvme_ctrl_config *cfg, struct guest
              (uint64_t)0 << NVME_CAP_MPSMIN_SHIFT | (uint64_t)NVME_MPSMAX << NVME_CAP_MPSMAX_SHIFT;
     c->vs = NVME_VS_1_4;
     c->created_at_ms = nvme_now_ms();
+    c->stats.started_ns = nvme_stats_now_ns();
     c->smart.power_cycles = 1;
     TAILQ_INIT(&c->aer_reqs);
     for (int i = 0; i < NVME_MAX_QUEUES; i++) {

@@ -26,6 +26,7 @@
 #include <sys/uio.h>
 
 #include "emu/nvme.h"
+#include "emu/nvme_stats.h"
 
 /* Submission queue entry (NVMe base spec, figure "Common Command Format"). */
 struct nvme_sqe {
@@ -90,8 +91,10 @@ struct nvme_req {
     int blk_pending;
     void *bounce; /* Compare/Verify/Copy scratch, freed at completion */
     bool aborted;
-    struct nvme_ns *held;       /* the namespace whose users count this command is in */
-    TAILQ_ENTRY(nvme_req) link; /* free list, parked-on-CQ list, or AER list */
+    struct nvme_ns *held;           /* the namespace whose users count this command is in */
+    uint64_t stats_t0;              /* fetched at (CLOCK_MONOTONIC ns); 0: not counted */
+    struct nvme_io_stats *stats_ns; /* the namespace it counts against (NULL: none) */
+    TAILQ_ENTRY(nvme_req) link;     /* free list, parked-on-CQ list, or AER list */
 };
 TAILQ_HEAD(nvme_req_list, nvme_req);
 
@@ -266,6 +269,8 @@ struct nvme_ctrl {
         uint16_t sqid, cid;
     } abort_pending[8]; /* Abort targets still in their SQ: aborted when fetched */
     unsigned nr_abort_pending;
+
+    struct nvme_stats stats; /* emu/nvme_stats.c; not migrated */
 };
 
 /* ---- nvme_ctrl.c ---- */

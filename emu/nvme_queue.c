@@ -184,6 +184,8 @@ void nvme_req_recycle(struct nvme_ctrl *c, struct nvme_req *r)
 {
     struct nvme_sq *sq = r->sq;
     r->ns = NULL;
+    if (r->stats_t0) /* every path of a counted command ends here, posted or dropped */
+        nvme_stats_completed(c, r);
     TAILQ_INSERT_HEAD(&sq->free, r, link);
     sq->inflight--;
     if (sq->deleting && sq->inflight == 0) {
@@ -377,6 +379,7 @@ void nvme_req_clear(struct nvme_req *r)
     r->bounce = NULL;
     r->aborted = false;
     r->held = NULL;
+    r->stats_t0 = 0;
 }
 
 static void sqe_to_host(struct nvme_sqe *d, const struct nvme_sqe *s)
@@ -434,6 +437,8 @@ static unsigned sq_fetch(struct nvme_ctrl *c, struct nvme_sq *sq, unsigned budge
             sqe_to_host(&r->cmd, e);
             sq->head = (sq->head + 1) % sq->size;
             nvme_req_clear(r);
+            if (sq->id)
+                nvme_stats_fetched(c, r);
             n++;
             if (c->nr_abort_pending && nvme_abort_match(c, r)) {
                 r->aborted = true;

@@ -365,6 +365,11 @@ void nvme_pci_stop(struct nvme_pci *n)
     n->running = false;
 }
 
+struct nvme_ctrl *nvme_pci_ctrl(struct nvme_pci *n)
+{
+    return n ? n->ctrl : NULL;
+}
+
 void nvme_pci_free(struct nvme_pci *n)
 {
     if (!n)

@@ -31,6 +31,8 @@ extern const struct device_ops nvme_pci_device;
 int nvme_pci_start(struct nvme_pci *n, char *err, size_t errlen);
 void nvme_pci_stop(struct nvme_pci *n);
 void nvme_pci_free(struct nvme_pci *n);
+/* The controller model, for readers of its statistics (emu/nvme_stats.h). */
+struct nvme_ctrl *nvme_pci_ctrl(struct nvme_pci *n);
 /* Migration: stop the I/O thread and finish every storage request (completions posted,
  * interrupts raised), so the controller's state is complete in memory. */
 void nvme_pci_quiesce(struct nvme_pci *n);

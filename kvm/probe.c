@@ -156,12 +156,18 @@ int probe_linux_capable(char *why, size_t whylen)
 int probe_main(int argc, char **argv)
 {
     bool quiet = argc > 1 && strcmp(argv[1], "--quiet") == 0;
-    if (argc > 1 && !quiet) {
+    bool help = argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
+    if (argc > 2 || (argc > 1 && !quiet && !help)) {
+        fprintf(stderr, "nvmevm probe: unknown option %s (see nvmevm probe --help)\n",
+                argv[argc > 2 && quiet ? 2 : 1]);
+        return 2;
+    }
+    if (help) {
         printf("usage: nvmevm probe [--quiet]\n"
                "Times a short ring-0 loop in a throwaway VM to decide whether this host's\n"
                "/dev/kvm can run a Linux kernel. Exit status: 0 yes, 3 no (ring-0 code is\n"
-               "emulated, as under kvm_pvm; no /dev/kvm; no permission to open it).\n");
-        return strcmp(argv[1], "--help") == 0 ? 0 : 1;
+               "emulated, as under kvm_pvm; no /dev/kvm; no permission to open it), 2 usage.\n");
+        return 0;
     }
     char why[256];
     int ok = probe_linux_capable(why, sizeof(why));

@@ -14,7 +14,8 @@ if [ "${1:-}" = --no-linux ]; then
     t_skip linux/all "--quick given"
 else
     scripts+=("$TESTS_DIR"/linux/suite.sh "$TESTS_DIR"/linux/suite-nvme.sh
-        "$TESTS_DIR"/linux/suite-migrate.sh "$TESTS_DIR"/linux/suite-fio.sh)
+        "$TESTS_DIR"/linux/suite-migrate.sh "$TESTS_DIR"/linux/suite-stats.sh
+        "$TESTS_DIR"/linux/suite-fio.sh)
 fi
 
 probe_rc=0
@@ -23,6 +24,7 @@ why=${why#nvmevm: }
 if [ "$probe_rc" -eq 0 ]; then
     echo "guests: running directly on this host's /dev/kvm ($why)"
     for t in "${scripts[@]}"; do "$t"; done
+    [ "${1:-}" = --no-linux ] || "$TESTS_DIR"/linux/host-fio.sh
     exit 0
 fi
 if [ "$probe_rc" -ne 3 ]; then
@@ -61,3 +63,5 @@ for t in "${scripts[@]}"; do
     esac
     rm -f "$inner"
 done
+# nvmevm fio as a user runs it here: it starts the sandbox itself.
+[ "${1:-}" = --no-linux ] || "$TESTS_DIR"/linux/host-fio.sh

@@ -82,6 +82,7 @@ void nvme_parse_opts(const struct opts *o, struct nvme_opts *n)
     n->ctrl = num_opt(o, "ctrl", 0);
     n->nsid = (uint32_t)num_opt(o, "nsid", 1);
     n->strict = num_opt(o, "strict", 0) != 0;
+    n->hold = num_opt(o, "hold", 0) != 0;
     pci_force_reassign = num_opt(o, "reassign", 0) != 0;
     n->cpus = o->cpus ? (unsigned)o->cpus : 1;
     span_opt(o, n);
@@ -305,5 +306,10 @@ int test_nvme(const struct opts *o)
         fail(EXIT_FAIL, "nvme: %lu errors", errors);
     if (n.strict && kicks)
         fail(EXIT_FAIL, "nvme: %lu shadow-doorbell stalls needed an MMIO kick", kicks);
+    if (n.hold) { /* the host reads the device's statistics, then stops the VM */
+        kprintf("tiny: nvme holding\n");
+        for (;;)
+            cpu_relax();
+    }
     return 0;
 }

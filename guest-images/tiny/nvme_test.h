@@ -6,7 +6,7 @@ struct nvme_opts {
     enum io_mode mode;
     uint64_t qd, queues, bs, ios, secs, span, span_bytes, offset, qsize, timeout_ms, ctrl;
     uint32_t nsid;
-    int shadow, msix, strict;
+    int shadow, msix, strict, hold;
     unsigned cpus;
     unsigned spare_qids; /* allocate this many queue ids more than created (nvme-bad) */
 };

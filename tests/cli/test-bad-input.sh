@@ -117,12 +117,22 @@ expect_error incoming-bad-address "expected tcp:HOST:PORT" \
     "$NVMEVM" run --kernel "$TINY" --incoming udp:1.2.3.4:5
 expect_error control-bad-path "$TEST_TMP/no/such/dir/x.sock" \
     "$NVMEVM" run --kernel "$TINY" --control "$TEST_TMP/no/such/dir/x.sock"
+expect_error stats-bad-value "--stats maybe: expected on or off" \
+    "$NVMEVM" run --kernel "$TINY" --stats=maybe
+expect_error top-bad-interval "--interval 0: expected seconds" \
+    "$NVMEVM" top --socket "$TEST_TMP/x.sock" --interval 0
+expect_error top-bad-count "--count -1: expected a positive number" \
+    "$NVMEVM" top --socket "$TEST_TMP/x.sock" --count -1
+expect_error top-no-vm "no such file\|No such file" \
+    "$NVMEVM" top --socket "$TEST_TMP/no-vm.sock" --count 1
+expect_error ctl-stats-no-vm "No such file" \
+    "$NVMEVM" ctl --socket "$TEST_TMP/no-vm.sock" stats --json
 
 # --help documents every option.
 help=$("$NVMEVM" run --help)
 missing=""
 for opt in --kernel --initrd --append --mem --mem-shared --cpus --name --control --no-stdin \
-    --disk --cache --queues --poll-us; do
+    --disk --cache --queues --poll-us --stats; do
     grep -q -- "$opt" <<<"$help" || missing+=" $opt"
 done
 if [ -z "$missing" ]; then t_pass cli/run-help; else t_fail cli/run-help "missing:$missing"; fi

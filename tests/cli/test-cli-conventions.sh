@@ -47,6 +47,9 @@ expect_err unknown-option 2 "^nvmevm run: unknown option --frobnicate (see nvmev
 expect_err missing-value 2 "^nvmevm run: option --mem needs a value" "$NVMEVM" run --mem
 expect_err fio-unknown-option 2 "^nvmevm fio: unknown option --fast (see nvmevm fio --help)$" \
     "$NVMEVM" fio --fast job.fio
+expect_err probe-unknown-option 2 "^nvmevm probe: unknown option --fast (see nvmevm probe --help)$" \
+    "$NVMEVM" probe --fast
+expect_err top-unknown-option 2 "unknown option --fast" "$NVMEVM" top --fast
 expect_err unknown-command 2 "unknown command 'runn'" "$NVMEVM" runn
 
 # --name: too long or with a slash is named as such (not "cannot create a directory").

@@ -70,7 +70,7 @@ t_check control/greeting "greeting: $rep" python3 -c 'import json, sys
 (g,) = [json.loads(l) for l in sys.argv[1].splitlines()]
 g = g["greeting"]
 assert g["version"] and g["protocol"] == 1 and g["vm"] == "ctl" and g["pid"] == int(sys.argv[2]), g
-assert "events" in g["capabilities"] and "migrate" in g["capabilities"], g' "$rep" "$pid"
+assert g["capabilities"] == ["events", "migrate", "stats"], g' "$rep" "$pid"
 
 # QMP's form, error classes for each kind of bad request, and query-commands.
 rep=$(printf '%s\n' '{"execute":"status","id":"q1"}' '{"execute":"query-commands","id":2}' \
@@ -82,7 +82,7 @@ r = [json.loads(l) for l in sys.argv[1].splitlines()][1:]
 assert r[0]["ok"] and r[0]["id"] == "q1" and r[0]["state"] == "running", r[0]
 names = [c["name"] for c in r[1]["commands"]]
 for n in ("status", "pause", "resume", "quit", "migrate", "migrate-status", "migrate-cancel",
-          "query-commands", "watch"):
+          "query-commands", "watch", "stats"):
     assert n in names, names
 assert all(c["desc"] for c in r[1]["commands"]), r[1]
 want = ["InvalidArgument", "InvalidRequest", "InvalidRequest", "InvalidRequest",

@@ -4,3 +4,4 @@
 "$(dirname "$0")/suite-nvme.sh"
 "$(dirname "$0")/suite-migrate.sh"
 "$(dirname "$0")/suite-fio.sh"
+"$(dirname "$0")/suite-stats.sh"

@@ -50,8 +50,9 @@ fi
 
 # What the guest wrote is on the host's files: a job that names its files and a pattern,
 # and a --guest-file it includes from /user.
-printf '[global]\nbuffer_pattern=0x6e766d65\nbs=64k\nrw=write\n' >"$TEST_TMP/pattern.fio"
+printf 'buffer_pattern=0x6e766d65\nbs=64k\nrw=write\n' >"$TEST_TMP/pattern.fio"
 cat >"$TEST_TMP/write.fio" <<'JOB'
+[global]
 include pattern.fio
 [first]
 filename=/dev/nvme0n1
@@ -80,11 +81,11 @@ else
 fi
 
 # fio's own failure is the exit status, and the guest's console is shown on stderr.
-printf '[missing]\nfilename=/dev/nvme0n7\nrw=read\nsize=1M\n' >"$TEST_TMP/bad.fio"
+printf '[bad-engine]\nioengine=no-such-engine\nrw=read\nsize=1M\n' >"$TEST_TMP/bad.fio"
 rc=0
 timeout "$TIMEOUT" "$NVMEVM" fio "$TEST_TMP/bad.fio" "$a" >"$TEST_TMP/fio-bad.out" \
     2>"$TEST_TMP/fio-bad.err" || rc=$?
-if [ "$rc" -eq 1 ] && grep -q "nvme0n7" "$TEST_TMP/fio-bad.out" &&
+if [ "$rc" -eq 1 ] && grep -q "no-such-engine" "$TEST_TMP/fio-bad.out" &&
     grep -q "the guest console's last" "$TEST_TMP/fio-bad.err"; then
     t_pass fio/status-passed-through
 else

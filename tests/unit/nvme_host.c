@@ -300,6 +300,25 @@ int host_create_io_queues(struct host *h, int n, uint32_t depth, int vector)
     return made;
 }
 
+bool host_create_tiny_cq_pair(struct host *h)
+{
+    if (host_set_feature(h, NVME_FEAT_FID_NUM_QUEUES, 0, NULL))
+        return false;
+    uint64_t cq = host_alloc(h, 4096), sq = host_alloc(h, 4096);
+    struct nvme_sqe mk = {
+        .opcode = nvme_admin_create_cq, .dptr = {cq}, .cdw10 = 3u << 16 | 1, .cdw11 = 1u << 16 | 3};
+    if (host_admin(h, &mk, NULL))
+        return false;
+    mk = (struct nvme_sqe){.opcode = nvme_admin_create_sq,
+                           .dptr = {sq},
+                           .cdw10 = 15u << 16 | 1,
+                           .cdw11 = 1u << 16 | 1};
+    if (host_admin(h, &mk, NULL))
+        return false;
+    h->q[1] = (struct host_q){.sq = sq, .cq = cq, .depth = 16, .phase = 1};
+    return true;
+}
+
 uint16_t host_identify(struct host *h, uint8_t cns, uint32_t nsid, uint32_t cdw11, void *buf)
 {
     uint64_t gpa = host_alloc(h, 4096);

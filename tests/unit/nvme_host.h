@@ -101,6 +101,10 @@ uint16_t host_io(struct host *h, uint16_t qid, struct nvme_sqe *cmd, struct nvme
  * (vector < 0: vector i). Returns how many pairs were created. */
 int host_create_io_queues(struct host *h, int n, uint32_t depth, int vector);
 
+/* Queue pair 1 with a 4-entry CQ (it holds 3 completions) under a 16-entry SQ, so that
+ * completions park; h->q[1].depth is 16 (the SQ's): set it to 4 to consume the CQ. */
+bool host_create_tiny_cq_pair(struct host *h);
+
 /* Common commands. buf receives 4 KiB (identify) / len bytes (log). */
 uint16_t host_identify(struct host *h, uint8_t cns, uint32_t nsid, uint32_t cdw11, void *buf);
 uint16_t host_get_log(struct host *h, uint8_t lid, uint32_t nsid, uint32_t len, uint64_t off,

@@ -97,7 +97,7 @@ Test(control, qmp_execute_with_arguments)
 /* query-commands lists every command the parser accepts, each with a description. */
 Test(control, command_list_is_complete)
 {
-    cr_assert_eq(control_ncommands, 9);
+    cr_assert_eq(control_ncommands, 10);
     for (size_t i = 0; i < control_ncommands; i++) {
         struct control_req r;
         char line[128], err[256];

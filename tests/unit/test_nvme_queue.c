@@ -53,19 +53,7 @@ Test(nvme_queue, read_write_roundtrip_and_smart)
 
 Test(nvme_queue, full_cq_parks_and_posts_in_order)
 {
-    cr_assert_eq(host_set_feature(h, NVME_FEAT_FID_NUM_QUEUES, 0, NULL), 0);
-    uint64_t cq = host_alloc(h, 4096), sq = host_alloc(h, 4096);
-    struct nvme_sqe mk = {.opcode = nvme_admin_create_cq,
-                          .dptr = {cq},
-                          .cdw10 = 3u << 16 | 1,
-                          .cdw11 = 1u << 16 | 3}; /* 4 entries: holds 3 */
-    cr_assert_eq(host_admin(h, &mk, NULL), 0);
-    mk = (struct nvme_sqe){.opcode = nvme_admin_create_sq,
-                           .dptr = {sq},
-                           .cdw10 = 15u << 16 | 1,
-                           .cdw11 = 1u << 16 | 1};
-    cr_assert_eq(host_admin(h, &mk, NULL), 0);
-    h->q[1] = (struct host_q){.sq = sq, .cq = cq, .depth = 16, .phase = 1};
+    cr_assert(host_create_tiny_cq_pair(h));
     struct host_q *q = &h->q[1];
     uint64_t buf = host_alloc(h, 4096);
     uint16_t cids[10];

@@ -1,0 +1,42 @@
+#!/bin/bash
+# Level 3, `nvmevm fio` as a user on this host runs it: straight on /dev/kvm where that runs
+# Linux, else nvmevm fio starts the QEMU TCG sandbox itself (and says so in one line). Runs
+# on the host, never inside a sandbox (tests/guests.sh calls it last).
+set -uo pipefail
+. "$(dirname "$0")/../lib.sh"
+
+disk=$TEST_TMP/host-fio.img
+rm -f "$disk"
+truncate -s 64M "$disk"
+cat >"$TEST_TMP/host.fio" <<'JOB'
+[host-write]
+ioengine=libaio
+direct=1
+rw=write
+bs=64k
+size=2M
+buffer_pattern=0x686f7374
+JOB
+out=$TEST_TMP/host-fio.json
+err=$TEST_TMP/host-fio.err
+rc=0
+timeout 900 "$NVMEVM" fio --output-format=json "$TEST_TMP/host.fio" "$disk" >"$out" 2>"$err" ||
+    rc=$?
+probe_rc=0
+"$NVMEVM" probe --quiet || probe_rc=$?
+said=0
+if [ "$probe_rc" -eq 0 ]; then
+    ! grep -q "inside the QEMU TCG sandbox" "$err" && said=1
+else
+    [ "$(grep -c "nvmevm fio: running the guest inside the QEMU TCG sandbox" "$err")" -eq 1 ] && said=1
+fi
+python3 -c 'import sys; sys.stdout.buffer.write(b"host" * (2 << 18))' >"$TEST_TMP/host-expect"
+if [ "$rc" -eq 0 ] && [ "$said" -eq 1 ] &&
+    python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0]; sys.exit(j["error"] != 0 or j["write"]["io_kbytes"] != 2048)' "$out" &&
+    cmp -s -n $((2 << 20)) "$disk" "$TEST_TMP/host-expect"; then
+    t_pass fio/from-this-host
+else
+    t_fail fio/from-this-host "status $rc, probe $probe_rc, where-said $said; $(head -c 300 "$out")"
+    show_tail "$err" 20
+fi
+rm -f "$disk"
