@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/cli.h"
 #include "app/control.h"
 #include "app/control_stats.h"
 #include "util/err.h"
@@ -403,7 +404,8 @@ int control_client_main(int argc, char **argv)
     bool watching = false, human = false, json = false;
     int o;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "s:n:h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, ":s:n:h", opts, NULL)) != -1) {
         switch (o) {
         case 's':
         case 'n':
@@ -434,7 +436,7 @@ int control_client_main(int argc, char **argv)
                    CONTROL_CLIENT_TIMEOUT_S);
             return 0;
         default:
-            return 2;
+            cli_bad_option("ctl", o, argv);
         }
     }
     if (watching ? optind != argc : optind != argc - 1)

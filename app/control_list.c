@@ -84,8 +84,11 @@ int control_list_main(int argc, char **argv)
                "the default socket\ndirectory; leftover sockets of VMs that died are skipped.\n");
         return 0;
     }
-    if (argc > 1)
-        die("list: unexpected argument '%s'", argv[1]);
+    if (argc > 1) {
+        fprintf(stderr, "nvmevm list: unexpected %s %s (see nvmevm list --help)\n",
+                argv[1][0] == '-' ? "option" : "argument", argv[1]);
+        return 2;
+    }
     static struct found vms[MAX_VMS];
     char dir[108], err[300];
     int n = find_all(vms, MAX_VMS, dir, sizeof(dir), err, sizeof(err));

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/cli.h"
 #include "app/control.h"
 #include "app/migrate_client.h"
 #include "migrate/tcp.h"
@@ -144,7 +145,8 @@ int migrate_client_main(int argc, char **argv)
     bool force = false, autoconv = false, json = false, cancel = false;
     int o;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (o) {
         case 'n': {
             char err[256];
@@ -200,8 +202,7 @@ int migrate_client_main(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            usage(stderr);
-            return 2;
+            cli_bad_option("migrate", o, argv);
         }
     }
     char rep[1024], err[300];

@@ -50,6 +50,13 @@ expect_err fio-unknown-option 2 "^nvmevm fio: unknown option --fast (see nvmevm 
 expect_err probe-unknown-option 2 "^nvmevm probe: unknown option --fast (see nvmevm probe --help)$" \
     "$NVMEVM" probe --fast
 expect_err top-unknown-option 2 "unknown option --fast" "$NVMEVM" top --fast
+expect_err ctl-unknown-option 2 "^nvmevm ctl: unknown option --fast (see nvmevm ctl --help)$" \
+    "$NVMEVM" ctl --fast status
+expect_err migrate-unknown-option 2 "^nvmevm migrate: unknown option --fast (see nvmevm migrate --help)$" \
+    "$NVMEVM" migrate --fast tcp:1
+expect_err migrate-missing-value 2 "^nvmevm migrate: option --vm needs a value" "$NVMEVM" migrate --vm
+expect_err list-unknown-option 2 "^nvmevm list: unexpected option --fast" "$NVMEVM" list --fast
+expect_err cache-unknown-option 2 "cache --fast: expected" "$NVMEVM" cache --fast
 expect_err unknown-command 2 "unknown command 'runn'" "$NVMEVM" runn
 
 # --name: too long or with a slash is named as such (not "cannot create a directory").
