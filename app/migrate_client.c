@@ -28,7 +28,8 @@ static void usage(FILE *f)
                "  --vm NAME          the VM (its --name); needed when several run\n"
                "  --socket PATH      its control socket instead\n"
                "  --downtime-ms N    switch over once the rest fits in N ms (default 300)\n"
-               "  --max-bandwidth B  limit the pre-copy rate, bytes/s with K/M/G (default none)\n"
+               "  --max-bandwidth B  limit the pre-copy rate, bytes/s with K/M/G; MiB/s without\n"
+               "                     a suffix, decimals allowed (default none)\n"
                "  --timeout-s N      give up after N seconds (default: never)\n"
                "  --on-timeout MODE  cancel (default: the source keeps running) or force\n"
                "                     (switch over anyway, downtime may exceed the budget)\n"
@@ -164,8 +165,9 @@ int migrate_client_main(int argc, char **argv)
             timeout = (unsigned)parse_count("--timeout-s", optarg, UINT32_MAX);
             break;
         case 'b':
-            if (optarg[0] < '0' || optarg[0] > '9' || parse_size(optarg, &bw) < 0)
-                die("--max-bandwidth %s: expected bytes/s like 500M", optarg);
+            if (parse_size_unit(optarg, 20, &bw) < 0 || bw == 0)
+                die("--max-bandwidth %s: expected bytes/s like 500M (MiB/s without a suffix)",
+                    optarg);
             break;
         case 'o':
             if (strcmp(optarg, "force") && strcmp(optarg, "cancel"))

@@ -114,3 +114,10 @@ cp "$TEST_TMP/conv-job.fio" "$TEST_TMP/job.fio"
 expect_err run-guest-file-reserved-name 1 "/user/job.fio is nvmevm's own" \
     "$NVMEVM" run --fio "$TEST_TMP/conv-job.fio" --guest-file "$TEST_TMP/job.fio" \
     --control "$TEST_TMP/no/dir/x.sock" "$TEST_TMP/conv-a.img"
+
+# migrate: a bandwidth is MiB/s without a suffix, like every size here; nonsense is refused
+# before anything is sent (no VM runs: the refusal comes first).
+expect_err migrate-bandwidth-zero 1 "--max-bandwidth 0: expected bytes/s like 500M (MiB/s without a suffix)" \
+    "$NVMEVM" migrate --max-bandwidth 0 tcp:127.0.0.1:1
+expect_err migrate-bandwidth-junk 1 "--max-bandwidth 1.5x: expected bytes/s" \
+    "$NVMEVM" migrate --max-bandwidth 1.5x tcp:127.0.0.1:1
