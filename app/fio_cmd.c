@@ -307,6 +307,15 @@ static void direct_args(struct argv_buf *a, const struct fio_opts *o, const char
         arg(a, tmp_disk);
 }
 
+/* PATH,opt,opt...: does an option say ro? */
+static bool disk_is_ro(const char *spec)
+{
+    for (const char *p = strchr(spec, ','); p; p = strchr(p + 1, ','))
+        if (strncmp(p + 1, "ro", 2) == 0 && (p[3] == ',' || p[3] == '\0'))
+            return true;
+    return false;
+}
+
 /* The sandbox sees the host's files read-only and its /tmp not at all: the disks go in as
  * virtio disks (/dev/vda, ...) and the job and guest files as copies in its control share. */
 static void sandbox_args(struct argv_buf *a, const struct fio_opts *o)
@@ -329,7 +338,7 @@ static void sandbox_args(struct argv_buf *a, const struct fio_opts *o)
     arg2(a, "--timeout", strs[s++]);
     for (int i = 0; i < o->ndisks; i++) {
         snprintf(strs[s], sizeof(strs[s]), "%.*s", (int)strcspn(o->disks[i], ","), o->disks[i]);
-        arg2(a, "--disk", strs[s++]);
+        arg2(a, disk_is_ro(o->disks[i]) ? "--disk-ro" : "--disk", strs[s++]);
     }
     arg2(a, "--copy", o->job);
     for (int i = 0; i < o->nfiles; i++)

@@ -26,6 +26,7 @@ usage: $0 [options] -- COMMAND [ARG...]
   --mem SIZE        sandbox memory (default 3G)
   --cpus N          sandbox vCPUs, 1 or 2 (default 1: boots 1-vCPU inner guests ~40% faster)
   --disk FILE       attach FILE as a virtio-blk disk (/dev/vda, vdb, ...); may repeat
+  --disk-ro FILE    the same, read-only (FILE need not be writable)
   --copy FILE       copy FILE in, as /run/sandbox/files/N/NAME for the Nth --copy (from 0);
                     may repeat (the sandbox cannot see the host's /tmp)
   --timeout SEC     kill the sandbox after SEC seconds and exit 124 (default 1800)
@@ -59,6 +60,7 @@ fi
 build_dir=$build_root/sandbox
 guest_dir=$build_root/guest
 disks=()
+disk_ro=() # "on" or "off" for each of disks
 copies=()
 envs=()
 while [ $# -gt 0 ]; do
@@ -75,7 +77,8 @@ while [ $# -gt 0 ]; do
     case $opt in
     --mem) mem=$val ;;
     --cpus) cpus=$val ;;
-    --disk) disks+=("$val") ;;
+    --disk) disks+=("$val"); disk_ro+=(off) ;;
+    --disk-ro) disks+=("$val"); disk_ro+=(on) ;;
     --copy) copies+=("$val") ;;
     --timeout) timeout=$val ;;
     --stall) stall=$val ;;
@@ -216,7 +219,7 @@ if [ -f /usr/share/qemu/qboot.rom ]; then
 fi
 i=0
 for d in ${disks[@]+"${disks[@]}"}; do
-    qemu+=(-drive "file=$(qesc "$d"),if=none,id=disk$i,format=raw"
+    qemu+=(-drive "file=$(qesc "$d"),if=none,id=disk$i,format=raw,readonly=${disk_ro[$i]}"
         -device "virtio-blk-pci,drive=disk$i")
     i=$((i + 1))
 done
