@@ -177,12 +177,11 @@ int fio_console_run(const char *const *argv, bool raw, bool verbose, unsigned ti
         free(fc);
         return 124;
     }
-    if (!raw) {
-        if (status != 0 && !verbose)
-            fio_console_dump_tail(fc);
-        if (pending_signal)
-            ; /* the child reported its own end */
-        else if (!fc->saw_begin) {
+    if (!raw && status != 0 && !verbose)
+        fio_console_dump_tail(fc);
+    /* After a signal the child's status (128+signal) says what happened. */
+    if (!raw && !pending_signal) {
+        if (!fc->saw_begin) {
             fprintf(stderr, "nvmevm fio: the guest did not start fio (status %d)%s\n", status,
                     status ? "" : "; is the default guest image up to date?");
             if (status == 0)
