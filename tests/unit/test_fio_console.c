@@ -12,19 +12,17 @@ static void feed_in_pieces(struct fio_console *fc, const char *s, size_t piece)
         fio_console_feed(fc, s + off, n - off < piece ? n - off : piece);
 }
 
-static const char console[] =
-    "sandbox: ready after 2.5 s\r\n"
-    "[    0.68] ACPI BIOS Error (bug)\r\n"
-    "nvmevm-init: started\r\n"
-    "@@nvmevm-fio-begin@@\r\n"
-    "{\r\n"
-    "  \"jobs\" : []\r\n"
-    "}\r\n"
-    "@@nvmevm-fio-end 3@@\r\n"
-    "nvmevm-init: exit status 3\r\n";
+static const char console[] = "sandbox: ready after 2.5 s\r\n"
+                              "[    0.68] ACPI BIOS Error (bug)\r\n"
+                              "nvmevm-init: started\r\n"
+                              "@@nvmevm-fio-begin@@\r\n"
+                              "{\r\n"
+                              "  \"jobs\" : []\r\n"
+                              "}\r\n"
+                              "@@nvmevm-fio-end 3@@\r\n"
+                              "nvmevm-init: exit status 3\r\n";
 
-Test(fio_console, only_fio_output_reaches_stdout_in_any_chunking,
-     .init = cr_redirect_stdout)
+Test(fio_console, only_fio_output_reaches_stdout_in_any_chunking, .init = cr_redirect_stdout)
 {
     size_t pieces[] = {1, 3, 7, 64, sizeof(console)};
     for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
