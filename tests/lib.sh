@@ -40,6 +40,26 @@ wait_for() { # wait_for FILE PATTERN SECONDS
     return 1
 }
 
+# expect_cli_error NAME STATUS PATTERN CMD...: CMD exits with STATUS ("any": a small
+# non-zero one) and writes exactly one stderr line matching PATTERN.
+expect_cli_error() {
+    local name=$1 want=$2 pattern=$3
+    shift 3
+    local err="$TEST_TMP/$name.err" rc=0 lines
+    timeout 30 "$@" >/dev/null 2>"$err" </dev/null || rc=$?
+    lines=$(grep -c . "$err")
+    if { [ "$want" = any ] && { [ "$rc" -eq 0 ] || [ "$rc" -ge 124 ]; }; } ||
+        { [ "$want" != any ] && [ "$rc" -ne "$want" ]; }; then
+        t_fail "cli/$name" "exit status $rc (want $want): $(head -c 300 "$err")"
+    elif [ "$lines" -ne 1 ]; then
+        t_fail "cli/$name" "stderr has $lines lines (want 1): $(head -c 300 "$err")"
+    elif ! grep -q -- "$pattern" "$err"; then
+        t_fail "cli/$name" "stderr '$(cat "$err")' does not match '$pattern'"
+    else
+        t_pass "cli/$name"
+    fi
+}
+
 show_tail() {
     echo "---- last lines of $1 ----"
     tail -n "${2:-15}" "$1" | sed 's/^/    /'

@@ -7,21 +7,9 @@ set -uo pipefail
 
 # expect_err NAME STATUS PATTERN CMD...: exit status STATUS and one stderr line matching PATTERN.
 expect_err() {
-    local name=$1 want=$2 pattern=$3
-    shift 3
-    local err="$TEST_TMP/conv-$name.err" rc=0
-    timeout 30 "$@" >/dev/null 2>"$err" </dev/null || rc=$?
-    local lines
-    lines=$(grep -c . "$err")
-    if [ "$rc" -ne "$want" ]; then
-        t_fail "cli/$name" "exit status $rc (want $want): $(head -c 300 "$err")"
-    elif [ "$lines" -ne 1 ]; then
-        t_fail "cli/$name" "stderr has $lines lines (want 1): $(head -c 300 "$err")"
-    elif ! grep -q -- "$pattern" "$err"; then
-        t_fail "cli/$name" "stderr '$(cat "$err")' does not match '$pattern'"
-    else
-        t_pass "cli/$name"
-    fi
+    local name=$1
+    shift
+    expect_cli_error "$name" "$@"
 }
 
 nope=$TEST_TMP/conv-missing-initrd.img
